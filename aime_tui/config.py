@@ -1,0 +1,307 @@
+"""Configuration: where files live, the TOML config file, environment overrides.
+
+Owns the fixed names of the design (data files, config keys, AIME_* variables) and the
+first-launch defaults. Secrets are kept here and masked wherever they are shown.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+import platformdirs
+
+APP_NAME = "aime-tui"
+SERVICE_NAMES = ("tracker", "roon_tracker", "scheduler")
+SCHEDULER_MODES = ("MAINTENANCE", "MASSIVE")
+
+DB_FILE = "aime.db"
+LOCK_FILE = "aime.lock"
+SOCKET_FILE = "aime.sock"
+LOG_FILE = "aime.log"
+BACKUP_DIR = "backups"
+
+DEFAULT_LASTFM_URL = "https://ws.audioscrobbler.com/2.0/"
+DEFAULT_ROON_PORT = 9330
+
+
+class ConfigError(Exception):
+    """A config file or variable that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class LastfmConfig:
+    api_url: str = DEFAULT_LASTFM_URL
+    api_key: str = ""
+    user: str = ""
+    interval: float = 120.0
+    enabled: bool = True
+
+    def missing(self) -> str | None:
+        """The first key the tracker cannot run without, or None."""
+        if not self.api_key:
+            return "lastfm.api_key"
+        if not self.user:
+            return "lastfm.user"
+        return None
+
+
+@dataclass(frozen=True)
+class RoonConfig:
+    host: str = ""
+    port: int = DEFAULT_ROON_PORT
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    enabled: bool = True
+    mode: str = "MAINTENANCE"
+    catchup_interval: float = 900.0
+    backfill_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    config_path: Path
+    lastfm: LastfmConfig = field(default_factory=LastfmConfig)
+    roon: RoonConfig = field(default_factory=RoonConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    restore_timeout: float = 3.0
+    demo: bool = False
+    demo_faults: bool = True
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / LOCK_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / BACKUP_DIR
+
+    def first_launch_defaults(self) -> dict[str, tuple[bool, str | None]]:
+        """Desired state and mode per service before the user has ever toggled one."""
+        return {
+            "tracker": (self.lastfm.enabled, None),
+            "roon_tracker": (self.roon.enabled, None),
+            "scheduler": (self.scheduler.enabled, self.scheduler.mode),
+        }
+
+    def with_overrides(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+
+def mask_secret(secret: str) -> str:
+    """Show just enough of a secret to recognise it: never more than its last 4 characters."""
+    if not secret:
+        return "(not set)"
+    if len(secret) <= 8:
+        return "*" * len(secret)
+    return "*" * 8 + secret[-4:]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def _parse_bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _parse_number(value: object, where: str, *, minimum: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{where}: must be at least {minimum:g}, got {number:g}")
+    return number
+
+
+def _parse_mode(value: object, where: str) -> str:
+    mode = str(value).strip().upper()
+    if mode not in SCHEDULER_MODES:
+        raise ConfigError(f"{where}: expected MAINTENANCE or MASSIVE, got {value!r}")
+    return mode
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _section(data: dict, name: str, path: Path) -> dict:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return section
+
+
+def load_config(
+    *,
+    config_path: Path | None = None,
+    data_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    demo: bool = False,
+) -> Config:
+    """Build the config: defaults, then the TOML file, then AIME_* variables, then flags."""
+    env = os.environ if env is None else env
+    if config_path is None:
+        config_path = Path(env["AIME_CONFIG"]) if env.get("AIME_CONFIG") else default_config_path()
+    config_path = config_path.expanduser()
+    data = _read_toml(config_path)
+
+    lastfm_raw = dict(_section(data, "lastfm", config_path))
+    roon_raw = dict(_section(data, "roon", config_path))
+    scheduler_raw = dict(_section(data, "scheduler", config_path))
+    restore_raw = dict(_section(data, "restore", config_path))
+
+    # Environment beats the file: the usual order for services run under systemd or docker.
+    env_keys = {
+        "AIME_LASTFM_API_URL": (lastfm_raw, "api_url"),
+        "AIME_LASTFM_API_KEY": (lastfm_raw, "api_key"),
+        "AIME_LASTFM_USER": (lastfm_raw, "user"),
+        "AIME_ROON_HOST": (roon_raw, "host"),
+        "AIME_ROON_PORT": (roon_raw, "port"),
+        "AIME_ENABLE_SCHEDULER": (scheduler_raw, "enabled"),
+        "AIME_SCHEDULER_MODE": (scheduler_raw, "mode"),
+        "AIME_RESTORE_TIMEOUT": (restore_raw, "timeout"),
+    }
+    sources = {}
+    for variable, (target, key) in env_keys.items():
+        if env.get(variable, "") != "":
+            target[key] = env[variable]
+            sources[id(target), key] = variable
+
+    def where(target: dict, section: str, key: str) -> str:
+        return sources.get((id(target), key), f"{config_path} [{section}] {key}")
+
+    lastfm = LastfmConfig(
+        api_url=str(lastfm_raw.get("api_url", DEFAULT_LASTFM_URL)),
+        api_key=str(lastfm_raw.get("api_key", "")),
+        user=str(lastfm_raw.get("user", "")),
+        interval=_parse_number(
+            lastfm_raw.get("interval", 120), where(lastfm_raw, "lastfm", "interval"), minimum=1
+        ),
+        enabled=_parse_bool(lastfm_raw.get("enabled", True), where(lastfm_raw, "lastfm", "enabled")),
+    )
+    roon = RoonConfig(
+        host=str(roon_raw.get("host", "")),
+        port=int(
+            _parse_number(
+                roon_raw.get("port", DEFAULT_ROON_PORT), where(roon_raw, "roon", "port"), minimum=1
+            )
+        ),
+        enabled=_parse_bool(roon_raw.get("enabled", True), where(roon_raw, "roon", "enabled")),
+    )
+    scheduler = SchedulerConfig(
+        enabled=_parse_bool(
+            scheduler_raw.get("enabled", True), where(scheduler_raw, "scheduler", "enabled")
+        ),
+        mode=_parse_mode(
+            scheduler_raw.get("mode", "MAINTENANCE"), where(scheduler_raw, "scheduler", "mode")
+        ),
+        catchup_interval=_parse_number(
+            scheduler_raw.get("catchup_interval", 900),
+            where(scheduler_raw, "scheduler", "catchup_interval"),
+            minimum=1,
+        ),
+        backfill_interval=_parse_number(
+            scheduler_raw.get("backfill_interval", 2),
+            where(scheduler_raw, "scheduler", "backfill_interval"),
+            minimum=0.05,
+        ),
+    )
+    restore_timeout = _parse_number(
+        restore_raw.get("timeout", 3.0), where(restore_raw, "restore", "timeout"), minimum=0.1
+    )
+
+    if data_dir is None:
+        data_dir = Path(env["AIME_DATA_DIR"]) if env.get("AIME_DATA_DIR") else None
+    if data_dir is None:
+        data_dir = default_data_dir() / "demo" if demo else default_data_dir()
+
+    return Config(
+        data_dir=data_dir.expanduser(),
+        config_path=config_path,
+        lastfm=lastfm,
+        roon=roon,
+        scheduler=scheduler,
+        restore_timeout=restore_timeout,
+        demo=demo,
+        demo_faults=_parse_bool(env.get("AIME_DEMO_FAULTS", "1"), "AIME_DEMO_FAULTS"),
+    )
+
+
+CONFIG_TEMPLATE = """\
+# aime-tui configuration. Environment variables (AIME_*) override these values.
+# Secrets here are never logged or shown in full.
+
+[lastfm]
+# Last.fm API endpoint; point it elsewhere only for testing.
+api_url = "https://ws.audioscrobbler.com/2.0/"
+# Your API key, from https://www.last.fm/api/account/create  (AIME_LASTFM_API_KEY)
+api_key = ""
+# The Last.fm user whose listening history is collected.  (AIME_LASTFM_USER)
+user = ""
+# Seconds between polls of user.getRecentTracks.
+interval = 120
+# Start the tracker on first launch; afterwards your toggles are remembered.
+enabled = true
+
+[roon]
+# Host and port of your Roon Core.  (AIME_ROON_HOST, AIME_ROON_PORT)
+host = ""
+port = 9330
+enabled = true
+
+[scheduler]
+# Start the collection scheduler on first launch.  (AIME_ENABLE_SCHEDULER)
+enabled = true
+# MAINTENANCE (incremental catch-up, nightly optimise and backup)
+# or MASSIVE (full-history backfill, resumable).  (AIME_SCHEDULER_MODE)
+mode = "MAINTENANCE"
+
+[restore]
+# Seconds each service gets to start when services are restored.  (AIME_RESTORE_TIMEOUT)
+timeout = 3.0
+"""
+
+
+def write_config_template(path: Path) -> None:
+    """Write the commented config; refuse to overwrite one the user may have filled in."""
+    if path.exists():
+        raise ConfigError(f"{path} already exists; edit it or move it away first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(CONFIG_TEMPLATE, encoding="utf-8")
+    path.chmod(0o600)

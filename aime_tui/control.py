@@ -1,0 +1,370 @@
+"""The control socket: a running instance answers a second shell on `aime.sock`.
+
+Owns the wire protocol (one JSON object per line each way), the server every running
+instance (dashboard or headless) serves through its engine, and the blocking client the
+CLI uses. Requests look like `{"cmd": "start", "service": "tracker"}`; every answer
+carries `"ok"`, and `"error"` when it is false. Commands:
+
+    status                 pid, uptime, data dir, last restore summary, service views
+    start|stop  service    acknowledged once the desired state is committed (durable)
+    retry       service    skip the backoff wait
+    mode   mode [service]  the service defaults to the one that has modes
+    wake                   recover as after a sleep; answers with the restore summary
+    health                 see health.py
+    subscribe              keep the connection open: a status answer, then one line per
+                           engine event (state, log, summary) until either side closes
+
+The socket file is created mode 0600 in the data directory: only its owner may talk to
+it. Both sides time out, so neither a stuck peer nor a slow command hangs the other.
+No Textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .health import ErrorTally, assess, database_reachable
+from .store import StoreError
+from .supervisor import Event, LogEvent, RestoreSummary, ServiceView, StateEvent
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024
+# A client that connects and says nothing is dropped after this long.
+REQUEST_TIMEOUT = 5.0
+# Longest a command may take before the server answers with an error instead.
+COMMAND_TIMEOUT = 20.0
+WRITE_TIMEOUT = 5.0
+# Events a subscriber has not read yet; beyond this it is too slow and is dropped.
+SUBSCRIBER_BACKLOG = 2000
+CLIENT_TIMEOUT = 10.0
+# A wake stops and restores every wanted service: allow for both timeouts and more.
+WAKE_CLIENT_TIMEOUT = 30.0
+
+
+# -- wire format ------------------------------------------------------------------------
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    # default=str: service status dicts are plain data, but never let one odd value
+    # (a path, a datetime) break the whole answer.
+    return (json.dumps(message, default=str, separators=(",", ":")) + "\n").encode()
+
+
+def view_to_wire(view: ServiceView) -> dict[str, Any]:
+    wire = asdict(view)
+    wire["state"] = view.state.value
+    return wire
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    if isinstance(event, StateEvent):
+        return {"event": "state", "view": view_to_wire(event.view)}
+    if isinstance(event, RestoreSummary):
+        return {"event": "summary", **summary_to_wire(event)}
+    return {"event": "log", "text": event.text, "level": event.level, "service": event.service, "at": event.at}
+
+
+def summary_to_wire(summary: RestoreSummary) -> dict[str, Any]:
+    return {
+        "at": summary.at,
+        "trigger": summary.trigger,
+        "succeeded": list(summary.succeeded),
+        "failed": summary.failed,
+        "elapsed": summary.elapsed,
+        "line": summary.line(),
+    }
+
+
+# -- server -----------------------------------------------------------------------------
+
+
+class ControlServer:
+    """Serves one engine's supervisor on a Unix socket until closed."""
+
+    def __init__(self, engine: "Engine", path: Path, *, wall=time.time, clock=time.monotonic) -> None:
+        self.engine = engine
+        self.path = path
+        self._wall = wall
+        self._clock = clock
+        self.started_at = wall()
+        self._started_mono = clock()
+        self.errors = ErrorTally(clock=clock)
+        self.last_summary: RestoreSummary | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._subscribers: set[asyncio.Queue] = set()
+        self._wake: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        supervisor = self.engine.supervisor
+        assert supervisor is not None
+        supervisor.subscribe(self._on_event)
+        # The instance lock is held: a socket file left here belongs to a dead process.
+        self.path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Linux takes the new file's mode from the socket: 0600 from the first instant,
+            # not after a chmod that a fast client could race.
+            os.fchmod(listener.fileno(), 0o600)
+            listener.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            listener.listen(16)
+            listener.setblocking(False)
+            self._server = await asyncio.start_unix_server(self._serve, sock=listener, limit=MAX_LINE)
+        except BaseException:
+            listener.close()
+            self.path.unlink(missing_ok=True)
+            raise
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
+        self.path.unlink(missing_ok=True)
+        try:
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+        except asyncio.TimeoutError:
+            pass  # a client mid-answer; its connection goes with the process
+
+    @property
+    def uptime(self) -> float:
+        return self._clock() - self._started_mono
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RestoreSummary):
+            self.last_summary = event
+        elif isinstance(event, LogEvent):
+            self.errors.note(event.level)
+        if self._subscribers:
+            wire = event_to_wire(event)
+            for queue in list(self._subscribers):
+                if queue.qsize() >= SUBSCRIBER_BACKLOG:
+                    self._subscribers.discard(queue)
+                    queue.put_nowait(None)
+                else:
+                    queue.put_nowait(wire)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+                except (asyncio.TimeoutError, ValueError, ConnectionError):
+                    return  # silent, too long a line, or gone
+                if not line:
+                    return
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("a request is a JSON object")
+                except ValueError as exc:
+                    await self._send(writer, {"ok": False, "error": f"bad request: {exc}"})
+                    return
+                if request.get("cmd") == "subscribe":
+                    await self._stream(writer)
+                    return
+                await self._send(writer, await self._answer(request))
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(encode(message))
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("cmd")
+        handler = getattr(self, f"_cmd_{command}", None) if isinstance(command, str) else None
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {command!r}"}
+        try:
+            # Shielded: a client that gives up does not cancel a half-done change.
+            answer = await asyncio.wait_for(asyncio.shield(handler(request)), COMMAND_TIMEOUT)
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": f"{command} did not finish within {COMMAND_TIMEOUT:.0f} s"}
+        except KeyError as exc:
+            return {"ok": False, "error": str(exc.args[0]) if exc.args else "unknown name"}
+        except (ValueError, StoreError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, **answer}
+
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            await self._send(writer, {"ok": True, **await self._cmd_status({})})
+            while (item := await queue.get()) is not None:
+                writer.write(encode(item))
+                # Drain only when the buffer fills: a burst of events is one write.
+                if queue.empty():
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        finally:
+            self._subscribers.discard(queue)
+
+    def _supervisor(self):
+        supervisor = self.engine.supervisor
+        if supervisor is None:
+            raise ValueError("the instance is shutting down")
+        return supervisor
+
+    def _service_name(self, request: dict[str, Any]) -> str:
+        name = request.get("service")
+        if not isinstance(name, str) or not name:
+            raise ValueError("which service? (a \"service\" field is required)")
+        self._supervisor().view(name)  # KeyError naming the known services
+        return name
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def _cmd_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        supervisor = self._supervisor()
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime": self.uptime,
+            "data_dir": str(self.engine.config.data_dir),
+            "demo": self.engine.config.demo,
+            "summary": None if self.last_summary is None else summary_to_wire(self.last_summary),
+            "services": [view_to_wire(view) for view in supervisor.views()],
+        }
+
+    async def _cmd_start(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = self._service_name(request)
+        await self._supervisor().start(name)  # returns once the commit is durable
+        return {"service": name, "wanted": True}
+
+    async def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = self._service_name(request)
+        await self._supervisor().stop(name)
+        return {"service": name, "wanted": False}
+
+    async def _cmd_retry(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = self._service_name(request)
+        await self._supervisor().retry_now(name)
+        return {"service": name}
+
+    async def _cmd_mode(self, request: dict[str, Any]) -> dict[str, Any]:
+        supervisor = self._supervisor()
+        mode = request.get("mode")
+        if not isinstance(mode, str):
+            raise ValueError("which mode? (a \"mode\" field is required)")
+        if request.get("service"):
+            name = self._service_name(request)
+        else:
+            moded = [n for n in supervisor.names if supervisor.service(n).modes]
+            if len(moded) != 1:
+                raise ValueError("which service? (a \"service\" field is required)")
+            name = moded[0]
+        await supervisor.set_mode(name, mode.upper())
+        return {"service": name, "mode": mode.upper()}
+
+    async def _cmd_wake(self, request: dict[str, Any]) -> dict[str, Any]:
+        # One recovery at a time, and it finishes even if the asking client goes away.
+        if self._wake is None or self._wake.done():
+            self._wake = asyncio.ensure_future(self._supervisor().wake())
+        summary = await asyncio.shield(self._wake)
+        return {"summary": summary_to_wire(summary)}
+
+    async def _cmd_health(self, request: dict[str, Any]) -> dict[str, Any]:
+        supervisor = self._supervisor()
+        database = await database_reachable(self.engine.store, wall=self._wall)
+        return assess(
+            supervisor.views(),
+            database=database,
+            uptime=self.uptime,
+            errors=self.errors.counts(),
+            summary=None if self.last_summary is None else self.last_summary.line(),
+            now=self._wall(),
+        )
+
+
+# -- client -----------------------------------------------------------------------------
+
+
+def instance_running(lock_path: Path) -> bool:
+    """Whether an instance holds the data directory's lock; writes nothing."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+class ControlError(Exception):
+    """The instance answered, and said no; the message is its reason."""
+
+
+class Unreachable(Exception):
+    """No instance answers on the socket (missing, refused, dead file, or timed out)."""
+
+
+def request(path: Path, message: dict[str, Any], *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Send one request and return the answer (without "ok"); raise ControlError if it says no."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(str(path))
+        except FileNotFoundError:
+            raise Unreachable(f"no control socket at {path}") from None
+        except ConnectionRefusedError:
+            raise Unreachable(f"nothing listens on {path} (a dead socket file)") from None
+        except socket.timeout:
+            raise Unreachable(f"{path} did not accept a connection within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise Unreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        try:
+            conn.sendall(encode(message))
+            answer = _read_line(conn, deadline)
+        except socket.timeout:
+            raise Unreachable(f"no answer on {path} within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise Unreachable(f"the connection on {path} broke: {exc.strerror or exc}") from None
+    try:
+        reply = json.loads(answer)
+    except ValueError:
+        raise Unreachable(f"an unreadable answer on {path}") from None
+    if not reply.pop("ok", False):
+        raise ControlError(reply.get("error") or "refused")
+    return reply
+
+
+def _read_line(conn: socket.socket, deadline: float) -> bytes:
+    chunks = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout
+        conn.settimeout(remaining)
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionResetError(0, "closed before answering")
+        chunks.append(chunk)
+        if b"\n" in chunk:
+            return b"".join(chunks).split(b"\n", 1)[0]
+        if sum(map(len, chunks)) > 16 * MAX_LINE:
+            raise ConnectionResetError(0, "answer too long")

@@ -1,0 +1,1 @@
+"""Loopback fakes speaking the real protocols, for the demo and the tests."""

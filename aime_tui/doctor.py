@@ -1,0 +1,214 @@
+"""`aime-tui doctor`: startup validation, one line per check, with a fix for each failure.
+
+Checks the Python version, that the dependencies import, that the config parses, that
+the config and data directories exist (or can be created) and are writable, that the
+database opens and passes quick_check, whether an instance runs and answers on its
+socket, and that the configured endpoints accept a connection. It changes nothing:
+the database is opened read-only, and nothing is moved aside or created (writability
+is probed with a temporary file that is removed at once). No Textual here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .config import (
+    DB_FILE,
+    LOCK_FILE,
+    SOCKET_FILE,
+    Config,
+    ConfigError,
+    default_config_path,
+    default_data_dir,
+    load_config,
+)
+from .control import ControlError, Unreachable, instance_running, request
+from .history import connect_read_only
+from .instance import read_pid
+from .store import SCHEMA_VERSION
+
+MIN_PYTHON = (3, 11)
+# Import name → distribution name, for the versions shown and the fix.
+DEPENDENCIES = {
+    "textual": "textual",
+    "rich": "rich",
+    "apscheduler": "APScheduler",
+    "aiosqlite": "aiosqlite",
+    "httpx": "httpx",
+    "websockets": "websockets",
+    "platformdirs": "platformdirs",
+    "h11": "h11",
+}
+CONNECT_TIMEOUT = 2.0
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    outcome: str
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.outcome:<5} {self.what}"
+        return f"{text} — fix: {self.fix}" if self.fix else text
+
+
+def check_python(version=sys.version_info) -> Check:
+    shown = f"python {version[0]}.{version[1]}.{version[2]}"
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return Check(OK, shown)
+    return Check(FAIL, f"{shown} is too old", f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer")
+
+
+def check_dependencies() -> list[Check]:
+    found, checks = [], []
+    for module, distribution in DEPENDENCIES.items():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken install can fail in many ways; all mean "reinstall"
+            checks.append(Check(FAIL, f"dependency {module} does not import: {exc}", f"pip install --force-reinstall {distribution}"))
+            continue
+        try:
+            found.append(f"{module} {importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(module)
+    if found:
+        checks.insert(0, Check(OK, "dependencies: " + ", ".join(found)))
+    return checks
+
+
+def check_config(config_path: Path, env: Mapping[str, str], data_dir: Path | None, demo: bool) -> tuple[Check, Config | None]:
+    try:
+        config = load_config(config_path=config_path, data_dir=data_dir, env=env, demo=demo)
+    except ConfigError as exc:
+        return Check(FAIL, f"config: {exc}", f"edit {config_path}, or move it away and run `aime-tui init`"), None
+    if not config_path.exists():
+        return Check(WARN, f"config {config_path} not found: defaults and AIME_* variables apply", "`aime-tui init` writes one to fill in"), config
+    return Check(OK, f"config {config_path} parses"), config
+
+
+def _writable(directory: Path) -> str | None:
+    """None if a file can be created in `directory`, else why not (access() lies to root)."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".aime-doctor-", dir=directory)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+def check_directory(label: str, directory: Path) -> Check:
+    if directory.is_dir():
+        why = _writable(directory)
+        if why is None:
+            return Check(OK, f"{label} {directory} is writable")
+        return Check(FAIL, f"{label} {directory} is not writable: {why}", f"chown or chmod {directory} so your user can write to it")
+    if directory.exists():
+        return Check(FAIL, f"{label} {directory} is not a directory", f"move {directory} away, or point aime-tui elsewhere")
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return Check(FAIL, f"{label} {directory} cannot be created: {parent} is not a directory", f"move {parent} away, or point aime-tui elsewhere")
+    why = _writable(parent)
+    if why is not None:
+        return Check(FAIL, f"{label} {directory} cannot be created in {parent}: {why}", f"create {directory} and make it writable for your user")
+    return Check(OK, f"{label} {directory} does not exist yet: it will be created")
+
+
+def check_database(path: Path) -> Check:
+    if not path.exists():
+        return Check(OK, f"database {path} not created yet: the first launch creates it")
+    fix = (
+        f"stop aime-tui and restore a copy from {path.parent / 'backups'}, or launch aime-tui:"
+        " it moves an unreadable database aside (kept, never deleted) and starts a fresh one"
+    )
+    try:
+        db = connect_read_only(path)
+    except sqlite3.Error as exc:
+        return Check(FAIL, f"database {path} does not open: {exc}", fix)
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        return Check(FAIL, f"database {path} is unreadable: {exc}", fix)
+    finally:
+        db.close()
+    if rows != [("ok",)]:
+        found = "; ".join(str(row[0]) for row in rows[:3])
+        return Check(FAIL, f"database {path} fails quick_check: {found}", fix)
+    if version > SCHEMA_VERSION:
+        return Check(FAIL, f"database {path} has schema {version}, newer than this aime-tui ({SCHEMA_VERSION})", "upgrade aime-tui")
+    return Check(OK, f"database {path} passes quick_check (schema {version})")
+
+
+def check_instance(data_dir: Path) -> Check:
+    if not instance_running(data_dir / LOCK_FILE):
+        return Check(OK, "no instance running on this data directory")
+    pid = read_pid(data_dir / LOCK_FILE) or "unknown"
+    try:
+        request(data_dir / SOCKET_FILE, {"cmd": "status"}, timeout=CONNECT_TIMEOUT)
+    except Unreachable as exc:
+        return Check(FAIL, f"instance pid {pid} runs but does not answer: {exc}", f"restart it (kill {pid}, then launch aime-tui again)")
+    except ControlError as exc:  # it answered: reachable, whatever it said
+        return Check(OK, f"instance pid {pid} runs and answers ({exc})")
+    return Check(OK, f"instance pid {pid} runs and answers on {data_dir / SOCKET_FILE}")
+
+
+def check_endpoint(label: str, host: str, port: int, where: str) -> Check:
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return Check(FAIL, f"{label} {host}:{port} unreachable: {why}", f"check the network, or {where}")
+    return Check(OK, f"{label} {host}:{port} accepts connections")
+
+
+def check_endpoints(config: Config) -> list[Check]:
+    if config.demo:
+        return [Check(OK, "endpoints: the demo's loopback fakes start with the instance")]
+    checks = []
+    if config.lastfm.missing():
+        checks.append(Check(WARN, f"Last.fm: {config.lastfm.missing()} not set, not checked", f"set {config.lastfm.missing()} in {config.config_path}"))
+    else:
+        url = urlsplit(config.lastfm.api_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        checks.append(check_endpoint("Last.fm", url.hostname or "", port, f"fix lastfm.api_url in {config.config_path}"))
+    if not config.roon.host:
+        checks.append(Check(WARN, "Roon Core: roon.host not set, not checked", f"set roon.host in {config.config_path}"))
+    else:
+        checks.append(check_endpoint("Roon Core", config.roon.host, config.roon.port, f"fix roon.host / roon.port in {config.config_path}"))
+    return checks
+
+
+def run(*, config_path: Path | None, data_dir: Path | None, demo: bool, env: Mapping[str, str] | None = None) -> list[Check]:
+    env = os.environ if env is None else env
+    if config_path is None:
+        config_path = Path(env["AIME_CONFIG"]) if env.get("AIME_CONFIG") else default_config_path()
+    config_check, config = check_config(config_path.expanduser(), env, data_dir, demo)
+    if config is not None:
+        data_dir = config.data_dir
+    elif data_dir is None:
+        # The config did not load: the data directory it would have chosen.
+        data_dir = Path(env["AIME_DATA_DIR"]) if env.get("AIME_DATA_DIR") else default_data_dir() / ("demo" if demo else "")
+    checks = [check_python(), *check_dependencies(), config_check]
+    checks.append(check_directory("config directory", config_path.expanduser().parent))
+    checks.append(check_directory("data directory", data_dir))
+    checks.append(check_database(data_dir / DB_FILE))
+    checks.append(check_instance(data_dir))
+    if config is not None:
+        checks.extend(check_endpoints(config))
+    return checks

@@ -1,0 +1,157 @@
+"""The engine: config, store, services and supervisor wired together, with no UI.
+
+The TUI, headless mode and the tests all host the same engine on their asyncio loop.
+In demo mode it also starts the loopback fakes and points the services at them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from .config import SOCKET_FILE, Config
+from .control import ControlServer
+from .demo.environment import DemoEnvironment
+from .services.base import Service
+from .services.roon import RoonTracker
+from .services.scheduler import CollectionScheduler
+from .services.tracker import LastfmTracker
+from .store import Store
+from .supervisor import Supervisor
+from .wake import WakeDetector
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        services: Callable[[Config, Store], list[Service]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        #: Told of what happens before the supervisor exists (a locked or moved database).
+        self.on_notice: Callable[[str, int], None] = lambda text, level: None
+        self._build_services = services or build_services
+        self._clock = clock
+        self._wall = wall
+        self.demo: DemoEnvironment | None = None
+        self.store: Store | None = None
+        self.supervisor: Supervisor | None = None
+        self.control: ControlServer | None = None
+        self._background: list[asyncio.Task] = []
+        self._lock_notice_at = 0.0
+
+    async def open(self) -> Supervisor:
+        """Open the store and load desired states; restoration is a separate step."""
+        asyncio.get_running_loop().set_exception_handler(_log_unhandled)
+        if self.config.demo:
+            self.demo = DemoEnvironment(faults=self.config.demo_faults)
+            self.config = await self.demo.start(self.config)
+        self.store = await Store.open(self.config.db_path, clock=self._wall, on_wait=self._waiting_for_lock)
+        if self.store.moved_aside is not None:
+            self._notice(
+                f"the database was unreadable: moved aside to {self.store.moved_aside}; "
+                "started a fresh one",
+                logging.ERROR,
+            )
+        if not self.config.demo and not self.config.config_path.exists():
+            self._notice(
+                f"no config file at {self.config.config_path}: `aime-tui init` writes one to"
+                " fill in; `aime-tui --demo` shows everything working without an account"
+            )
+        await self.store.ensure_defaults(self.config.first_launch_defaults())
+        self.supervisor = Supervisor(
+            self.store,
+            self._build_services(self.config, self.store),
+            restore_timeout=self.config.restore_timeout,
+            clock=self._clock,
+            wall=self._wall,
+        )
+        await self.supervisor.load()
+        await self._serve_control()
+        return self.supervisor
+
+    async def _serve_control(self) -> None:
+        """Answer a second shell on aime.sock; an instance without it still runs."""
+        path = self.config.data_dir / SOCKET_FILE
+        server = ControlServer(self, path, wall=self._wall, clock=self._clock)
+        try:
+            await server.start()
+        except OSError as exc:
+            self._notice(f"control socket {path} unavailable: {exc}", logging.WARNING)
+            return
+        self.control = server
+
+    def _notice(self, text: str, level: int = logging.INFO) -> None:
+        log.log(level, text)
+        self.on_notice(text, level)
+
+    def _waiting_for_lock(self, waited: float) -> None:
+        if waited - self._lock_notice_at >= 5.0 or self._lock_notice_at == 0.0:
+            self._lock_notice_at = max(waited, 0.001)
+            self._notice(
+                f"database {self.config.db_path} is locked by another process — waiting"
+                f" ({waited:.0f} s so far)",
+                logging.WARNING,
+            )
+
+    def start_background(self) -> None:
+        """The heartbeat and the wake detector: both run until close()."""
+        supervisor = self.supervisor
+        assert supervisor is not None
+        detector = WakeDetector(supervisor.wake)
+        self._background = [
+            asyncio.create_task(supervisor.run_heartbeat(), name="heartbeat"),
+            asyncio.create_task(detector.run(), name="wake-detector"),
+        ]
+
+    async def simulate_slow_wake(self, unreachable: float = 5.0):
+        """Demo: a wake on a slow network; the Roon fake stays unreachable for a while."""
+        assert self.supervisor is not None
+        if self.demo is not None and self.demo.roon is not None:
+            self.demo.roon.set_unreachable(unreachable)
+            self._notice(f"demo: Roon Core unreachable for {unreachable:.0f} s after this wake")
+        return await self.supervisor.wake()
+
+    async def close(self) -> None:
+        """Stop services, flush and close the database, stop the fakes. Safe to call twice."""
+        for task in self._background:
+            task.cancel()
+        self._background = []
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
+        if self.supervisor is not None:
+            await self.supervisor.close()
+            self.supervisor = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        if self.demo is not None:
+            await self.demo.stop()
+            self.demo = None
+
+
+def build_services(config: Config, store: Store) -> list[Service]:
+    tracker = LastfmTracker(config.lastfm, store, config_path=config.config_path)
+    roon = RoonTracker(config.roon, store, config_path=config.config_path)
+    scheduler = CollectionScheduler(
+        config.scheduler,
+        config.lastfm,
+        store,
+        backup_dir=config.backup_dir,
+        config_path=config.config_path,
+        catch_up=tracker.poll_once,
+    )
+    return [tracker, roon, scheduler]
+
+
+def _log_unhandled(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Whatever escapes a task or callback goes to the log file with its traceback."""
+    log.error("unhandled: %s", context.get("message"), exc_info=context.get("exception"))

@@ -1,0 +1,128 @@
+"""Health: is the running instance doing what it was asked to do?
+
+Owns the verdict and the report `aime-tui health` prints:
+
+- healthy: the database answers and every wanted service is running (nothing wanted
+  counts as healthy: there is nothing to be failing at);
+- degraded: some wanted service is not running (starting, in backoff, needs attention);
+- unhealthy: the database does not answer, no wanted service is running, or no
+  instance runs at all.
+
+Also the tally of warnings and errors the engine logged, for counts and a rate.
+No Textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Iterable
+
+from .supervisor import RunState, ServiceView
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+DATABASE_TIMEOUT = 2.0
+RATE_WINDOW = 3600.0
+# Enough to count an hour of a service failing every second; older ones are only totals.
+TALLY_KEEP = 4096
+
+
+class ErrorTally:
+    """Counts warnings and errors logged by the engine, in total and over the last hour."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._recent: dict[str, deque[float]] = {"errors": deque(maxlen=TALLY_KEEP), "warnings": deque(maxlen=TALLY_KEEP)}
+        self._total = {"errors": 0, "warnings": 0}
+
+    def note(self, level: int) -> None:
+        if level >= logging.ERROR:
+            kind = "errors"
+        elif level >= logging.WARNING:
+            kind = "warnings"
+        else:
+            return
+        self._total[kind] += 1
+        self._recent[kind].append(self._clock())
+
+    def counts(self) -> dict[str, int]:
+        since = self._clock() - RATE_WINDOW
+        counts = {}
+        for kind, stamps in self._recent.items():
+            counts[f"{kind}_total"] = self._total[kind]
+            counts[f"{kind}_last_hour"] = sum(1 for at in stamps if at >= since)
+        return counts
+
+
+async def database_reachable(store, *, wall=time.time) -> dict[str, Any]:
+    """Ask the database a trivial question, with a short timeout."""
+    checked_at = wall()
+    try:
+        if store is None:
+            raise RuntimeError("the database is closed")
+
+        async def ask():
+            async with store.db.execute("SELECT 1") as cursor:
+                return await cursor.fetchone()
+
+        await asyncio.wait_for(ask(), DATABASE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return {"reachable": False, "checked_at": checked_at, "error": f"no answer within {DATABASE_TIMEOUT:.0f} s"}
+    except Exception as exc:  # whatever it is, the answer is "not reachable" and why
+        return {"reachable": False, "checked_at": checked_at, "error": str(exc) or type(exc).__name__}
+    return {"reachable": True, "checked_at": checked_at, "error": None}
+
+
+def assess(
+    views: Iterable[ServiceView],
+    *,
+    database: dict[str, Any],
+    uptime: float,
+    errors: dict[str, int],
+    summary: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """The health report of a running instance, as plain data."""
+    views = list(views)
+    wanted = [view for view in views if view.wanted]
+    running = [view for view in wanted if view.state is RunState.RUNNING]
+    problems = [
+        f"{view.name} is wanted but {view.state.value}" + (f": {view.reason}" if view.reason else "")
+        for view in wanted
+        if view.state is not RunState.RUNNING
+    ]
+    if not database.get("reachable"):
+        status = UNHEALTHY
+        problems.insert(0, f"database unreachable: {database.get('error')}")
+    elif wanted and not running:
+        status = UNHEALTHY
+    elif len(running) < len(wanted):
+        status = DEGRADED
+    else:
+        status = HEALTHY
+    return {
+        "status": status,
+        "timestamp": now,
+        "uptime": uptime,
+        "database": database,
+        "services": {
+            view.name: {
+                "state": view.state.value,
+                "wanted": view.wanted,
+                "uptime": view.uptime,
+                "restarts": view.restarts,
+                "last_error": view.reason or view.status.get("last_error"),
+            }
+            for view in views
+        },
+        "errors": errors,
+        "problems": problems,
+        "summary": summary,
+    }
+
+
+def no_instance(reason: str, *, now: float) -> dict[str, Any]:
+    """The report when no instance answers: unhealthy, and why."""
+    return {"status": UNHEALTHY, "timestamp": now, "instance": None, "problems": [reason]}

@@ -1,0 +1,255 @@
+"""History and availability: what the transitions table says each service did.
+
+Owns the arithmetic behind "was it running last night?": availability over a window is
+the share of the time a service was wanted during which it was actually running,
+replayed from the transitions table (runtime rows `stopped → starting → running …` and
+desired-state rows `unwanted → wanted`). It also picks out restarts and failures, and
+reads everything through its own read-only connection, so the CLI and the history
+screen (in a thread) share one code path. No Textual here.
+
+A window starts no earlier than the service's first row. Time the records cannot vouch
+for is counted apart as "unrecorded", never guessed: where the instance went away
+without recording its services stopping (kill -9, power loss), seen as a row whose
+`from` state is not the state the previous row left, or as a service still "running"
+when no instance runs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .store import Transition
+from .supervisor import RunState, format_duration
+
+DAY = 86400.0
+WINDOWS = (("24 h", DAY), ("7 d", 7 * DAY))
+WANT_STATES = ("wanted", "unwanted")
+RUNTIME_STATES = tuple(state.value for state in RunState)
+# A start the supervisor made on its own to bring a service back.
+RESTART_REASONS = ("backoff", "heartbeat")
+FAILURE_STATES = (RunState.BACKOFF.value, RunState.NEEDS_ATTENTION.value)
+_COLUMNS = "service, from_state, to_state, reason, at"
+
+
+@dataclass(frozen=True)
+class Availability:
+    label: str
+    seconds: float
+    #: Time wanted with a known runtime state, and the part of it spent running.
+    wanted: float
+    running: float
+    #: Time wanted for which the records cannot say whether it ran.
+    unrecorded: float
+
+    @property
+    def share(self) -> float | None:
+        return self.running / self.wanted if self.wanted > 0 else None
+
+
+@dataclass
+class ServiceHistory:
+    name: str
+    windows: list[Availability]
+    restarts: dict[str, int]
+    failures: list[Transition] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+# -- the arithmetic -----------------------------------------------------------------------
+
+
+def _steps(initial, changes: Iterable[tuple[float, object]]) -> tuple[list[float], list]:
+    """A step function as (times, values): values[i] holds from times[i] on."""
+    times, values = [float("-inf")], [initial]
+    for at, value in changes:
+        times.append(at)
+        values.append(value)
+    return times, values
+
+
+def _value_at(steps: tuple[list[float], list], at: float):
+    times, values = steps
+    return values[bisect.bisect_right(times, at) - 1]
+
+
+def availability(
+    rows: Sequence[Transition],
+    *,
+    start: float,
+    end: float,
+    prior_runtime: Transition | None,
+    prior_wanted: Transition | None,
+    wanted_now: bool,
+    alive: bool,
+    label: str = "",
+) -> Availability:
+    """Replay one service's rows (ordered, none after `end`) over [start, end].
+
+    `prior_runtime` / `prior_wanted` are the last rows of each kind before the rows given
+    (None if there are none); `wanted_now` is the stored desired state, which held all
+    along if no desired-state row exists; `alive` says whether an instance runs now.
+    """
+    runtime_rows = [row for row in rows if row.to_state in RUNTIME_STATES]
+    wanted_rows = [row for row in rows if row.to_state in WANT_STATES]
+
+    # Runtime: True running, False not running, None unrecorded. Every supervisor begins
+    # with its services stopped, so with no earlier row the first row's `from` held before.
+    if prior_runtime is not None:
+        state = prior_runtime.to_state
+    elif runtime_rows:
+        state = runtime_rows[0].from_state
+    else:
+        state = RunState.STOPPED.value
+    changes: list[list] = [[float("-inf"), state == RunState.RUNNING.value]]
+    for row in runtime_rows:
+        if row.from_state != state:
+            # The previous instance stopped without saying so: since its last row, unknown.
+            changes[-1][1] = None
+        changes.append([row.at, row.to_state == RunState.RUNNING.value])
+        state = row.to_state
+    if not alive and state != RunState.STOPPED.value:
+        changes[-1][1] = None  # no instance runs, yet the last row says it does
+    running_steps = ([at for at, _ in changes], [value for _, value in changes])
+
+    if prior_wanted is not None:
+        initially = prior_wanted.to_state == "wanted"
+    elif wanted_rows:
+        initially = wanted_rows[0].from_state == "wanted"
+    else:
+        initially = wanted_now
+    wanted_steps = _steps(initially, ((row.at, row.to_state == "wanted") for row in wanted_rows))
+
+    bounds = sorted({start, end, *(at for at in running_steps[0] + wanted_steps[0] if start < at < end)})
+    wanted = running = unrecorded = 0.0
+    for lo, hi in zip(bounds, bounds[1:]):
+        if not _value_at(wanted_steps, lo):
+            continue
+        is_running = _value_at(running_steps, lo)
+        if is_running is None:
+            unrecorded += hi - lo
+        else:
+            wanted += hi - lo
+            if is_running:
+                running += hi - lo
+    return Availability(label, end - start, wanted, running, unrecorded)
+
+
+# -- reading the database -------------------------------------------------------------------
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can neither create nor change the database."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    db.execute("PRAGMA query_only = 1")
+    return db
+
+
+def _one(db: sqlite3.Connection, sql: str, args: tuple) -> Transition | None:
+    row = db.execute(sql, args).fetchone()
+    return Transition(*row) if row else None
+
+
+def service_history(
+    db: sqlite3.Connection, name: str, *, now: float, alive: bool, limit: int = 20
+) -> ServiceHistory:
+    """Availability over the last 24 h and 7 d, restarts, failures and recent rows of one service."""
+    widest = max(seconds for _, seconds in WINDOWS)
+    since = now - widest
+    rows = [
+        Transition(*row)
+        for row in db.execute(
+            f"SELECT {_COLUMNS} FROM transitions WHERE service = ? AND at >= ? AND at <= ?"
+            " ORDER BY at, id",
+            (name, since, now),
+        )
+    ]
+    kind_before = (
+        f"SELECT {_COLUMNS} FROM transitions WHERE service = ? AND at < ? AND to_state IN ({{}})"
+        " ORDER BY at DESC, id DESC LIMIT 1"
+    )
+    runtime_marks = ", ".join("?" * len(RUNTIME_STATES))
+    prior_runtime = _one(db, kind_before.format(runtime_marks), (name, since, *RUNTIME_STATES))
+    prior_wanted = _one(db, kind_before.format("?, ?"), (name, since, *WANT_STATES))
+    (first_at,) = db.execute("SELECT MIN(at) FROM transitions WHERE service = ?", (name,)).fetchone()
+    stored = db.execute("SELECT is_active FROM service_states WHERE service_name = ?", (name,)).fetchone()
+    wanted_now = bool(stored and stored[0])
+
+    windows = []
+    restarts = {}
+    for label, seconds in WINDOWS:
+        # Before a service's first row there is nothing to replay: the window starts there.
+        start = max(now - seconds, first_at if first_at is not None else now)
+        windows.append(
+            availability(
+                rows, start=start, end=now, prior_runtime=prior_runtime, prior_wanted=prior_wanted,
+                wanted_now=wanted_now, alive=alive, label=label,
+            )
+        )
+        restarts[label] = sum(
+            1 for row in rows
+            if row.at >= now - seconds and row.to_state == RunState.STARTING.value and row.reason in RESTART_REASONS
+        )
+    failures = [row for row in rows if row.to_state in FAILURE_STATES]
+    recent = [
+        Transition(*row)
+        for row in db.execute(
+            f"SELECT {_COLUMNS} FROM transitions WHERE service = ? ORDER BY at DESC, id DESC LIMIT ?",
+            (name, limit),
+        )
+    ]
+    return ServiceHistory(name, windows, restarts, failures[-5:], list(reversed(recent)))
+
+
+def load(
+    path: Path, names: Sequence[str], *, now: float, alive: bool, limit: int = 20
+) -> list[ServiceHistory]:
+    db = connect_read_only(path)
+    try:
+        return [service_history(db, name, now=now, alive=alive, limit=limit) for name in names]
+    finally:
+        db.close()
+
+
+# -- how it reads ---------------------------------------------------------------------------
+
+
+def percent(window: Availability) -> str:
+    share = window.share
+    return "–" if share is None else f"{share * 100:.1f} %"
+
+
+def stamp(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def transition_line(row: Transition) -> str:
+    return f"{stamp(row.at)}  {row.from_state} → {row.to_state}  ({row.reason})"
+
+
+def window_line(window: Availability, restarts: int) -> str:
+    if window.seconds <= 0:
+        return f"last {window.label}: nothing recorded"
+    text = f"last {window.label}: available {percent(window)}"
+    if window.wanted:
+        text += f" (running {format_duration(window.running)} of {format_duration(window.wanted)} wanted)"
+    elif not window.unrecorded:
+        text += " (not wanted)"
+    if window.unrecorded >= 1:
+        text += f", {format_duration(window.unrecorded)} unrecorded"
+    return text + f", {restarts} restart{'s' if restarts != 1 else ''}"
+
+
+def report_lines(history: ServiceHistory) -> list[str]:
+    lines = [history.name]
+    lines += [f"  {window_line(window, history.restarts[window.label])}" for window in history.windows]
+    if history.failures:
+        lines.append("  recent failures:")
+        lines += [f"    {transition_line(row)}" for row in history.failures]
+    lines.append("  transitions:" if history.transitions else "  no transitions recorded")
+    lines += [f"    {transition_line(row)}" for row in history.transitions]
+    return lines

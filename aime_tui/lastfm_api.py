@@ -1,0 +1,259 @@
+"""Async client for Last.fm's `user.getRecentTracks`, and what its failures mean.
+
+Owns the wire format (every number a string, a lone track sent as an object instead of
+a list, the now-playing entry without a date), sorting failures into "needs attention",
+"retry after" and "transient", and keeping the API key out of every message, repr and
+log line. No Textual here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from aime_tui.config import mask_secret
+from aime_tui.services.base import NeedsAttention, RetryAfter
+from aime_tui.store import Play
+
+SOURCE = "lastfm"
+MAX_PAGE_SIZE = 200
+RATE_LIMITED = 29
+# Without a Retry-After header, wait at least this long after a rate limit (design rule).
+MIN_RATE_LIMIT_WAIT = 60.0
+KEY_PAGE = "https://www.last.fm/api/account/create"
+
+# Faults no retry fixes, with what the user should do about each.
+_ATTENTION = {
+    10: "Last.fm rejected the API key (error 10): check lastfm.api_key; "
+        f"keys are issued at {KEY_PAGE}",
+    26: f"Last.fm has suspended this API key (error 26): create a new one at {KEY_PAGE} "
+        "and set lastfm.api_key",
+    17: "Last.fm will not show this user's listening history (error 17: private profile or "
+        "login required): untick 'Hide recent listening information' in the account's privacy "
+        "settings on last.fm, or set lastfm.user to a public profile",
+    6: "Last.fm does not know this user (error 6): check lastfm.user",
+}
+
+_API_KEY_PARAM = re.compile(r"(api_key=)[^&\s\"']+")
+
+
+class _RedactApiKey(logging.Filter):
+    """httpx logs every request URL at INFO, query string and API key included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the handler's to report, not ours
+            return True
+        record.msg, record.args = _API_KEY_PARAM.sub(r"\1<redacted>", message), None
+        return True
+
+
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(existing, _RedactApiKey) for existing in _httpx_log.filters):
+    _httpx_log.addFilter(_RedactApiKey())
+
+
+@dataclass(frozen=True)
+class RecentTracksPage:
+    plays: list[Play]
+    now_playing: Play | None
+    page: int
+    total_pages: int
+    total: int
+
+
+class LastfmError(Exception):
+    """An error payload from Last.fm (`code`) or a failed exchange (`code` is None).
+
+    `status` is the HTTP status when there was one; `retry_after` the seconds asked for
+    by a Retry-After header. Messages never contain the API key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"Last.fm error {code}: {message}" if code is not None else message)
+
+
+def classify(exc: Exception) -> Exception:
+    """Sort a failure into NeedsAttention, RetryAfter, or the original (transient) exception."""
+    if not isinstance(exc, LastfmError):
+        return exc
+    if exc.code in _ATTENTION:
+        return NeedsAttention(f"{_ATTENTION[exc.code]} (Last.fm said: {exc.message})")
+    if exc.code == RATE_LIMITED or exc.status == 429:
+        delay = exc.retry_after if exc.retry_after is not None else MIN_RATE_LIMIT_WAIT
+        return RetryAfter(f"Last.fm rate limit reached ({exc}); retrying in {delay:g} s", delay)
+    return exc
+
+
+def _retry_after_seconds(header: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_list(tracks: Any) -> list[dict]:
+    # Last.fm's JSON is converted from XML: one track comes as an object, none as nothing.
+    if tracks is None:
+        return []
+    if isinstance(tracks, dict):
+        return [tracks]
+    return list(tracks)
+
+
+def _text(field: Any) -> str:
+    if isinstance(field, dict):
+        return str(field.get("#text") or field.get("name") or "")
+    return "" if field is None else str(field)
+
+
+def parse_recent_tracks(data: dict, user: str) -> RecentTracksPage:
+    """Turn a decoded `recenttracks` answer into plays; raises KeyError/TypeError/ValueError."""
+    recent = data["recenttracks"]
+    attr = recent.get("@attr", {})
+    plays: list[Play] = []
+    now_playing: Play | None = None
+    for track in _as_list(recent.get("track")):
+        artist, title = _text(track.get("artist")), _text(track.get("name"))
+        album = _text(track.get("album"))
+        if track.get("@attr", {}).get("nowplaying") == "true":
+            now_playing = Play(SOURCE, user, 0, artist, title, album)
+        elif isinstance(track.get("date"), dict):
+            played_at = int(track["date"]["uts"])
+            plays.append(Play(SOURCE, user, played_at, artist, title, album))
+    return RecentTracksPage(
+        plays=plays,
+        now_playing=now_playing,
+        page=int(attr.get("page", 1)),
+        total_pages=int(attr.get("totalPages", 0)),
+        total=int(attr.get("total", 0)),
+    )
+
+
+class LastfmClient:
+    """One user's recent tracks over a pooled HTTP client; every failure is a LastfmError."""
+
+    def __init__(self, api_url: str, api_key: str, user: str, *, timeout: float = 10.0) -> None:
+        self.api_url = api_url
+        self.user = user
+        self.timeout = timeout
+        self._api_key = api_key
+        self._http = self._new_http()
+
+    def __repr__(self) -> str:
+        masked = mask_secret(self._api_key)
+        return f"LastfmClient({self.api_url!r}, user={self.user!r}, api_key={masked!r})"
+
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, headers={"User-Agent": "aime-tui"})
+
+    async def __aenter__(self) -> "LastfmClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def reset(self) -> None:
+        """Drop pooled connections: after a sleep they look alive but are not."""
+        old, self._http = self._http, self._new_http()
+        await old.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _scrub(self, text: str) -> str:
+        if not self._api_key:
+            return text
+        masked = mask_secret(self._api_key)
+        for form in {self._api_key, quote(self._api_key, safe=""), quote_plus(self._api_key)}:
+            text = text.replace(form, masked)
+        return _API_KEY_PARAM.sub(r"\1<redacted>", text)
+
+    async def recent_tracks(
+        self,
+        *,
+        page: int = 1,
+        limit: int = MAX_PAGE_SIZE,
+        from_ts: int | None = None,
+        to_ts: int | None = None,
+    ) -> RecentTracksPage:
+        params: dict[str, str | int] = {
+            "method": "user.getrecenttracks",
+            "user": self.user,
+            "api_key": self._api_key,
+            "format": "json",
+            "limit": limit,
+            "page": page,
+        }
+        if from_ts is not None:
+            params["from"] = from_ts
+        if to_ts is not None:
+            params["to"] = to_ts
+
+        # The failure is built inside the except clause but raised outside it, so the
+        # original httpx exception (which may carry the URL and key) is not chained.
+        failure: LastfmError | None = None
+        try:
+            response = await self._http.get(self.api_url, params=params)
+        except httpx.TimeoutException:
+            failure = LastfmError(f"no answer from Last.fm within {self.timeout:g} s")
+        except httpx.HTTPError as exc:
+            detail = self._scrub(str(exc)) or type(exc).__name__
+            failure = LastfmError(f"cannot reach Last.fm: {detail}")
+        if failure is not None:
+            raise failure
+        return self._read(response)
+
+    def _read(self, response: httpx.Response) -> RecentTracksPage:
+        status = response.status_code
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+
+        if isinstance(data, dict) and "error" in data:
+            try:
+                code: int | None = int(data["error"])
+            except (TypeError, ValueError):
+                code = None
+            message = self._scrub(str(data.get("message") or "no message"))
+            raise LastfmError(message, code=code, status=status, retry_after=retry_after)
+        if status >= 400:
+            raise LastfmError(
+                f"Last.fm answered HTTP {status}", status=status, retry_after=retry_after
+            )
+        if data is None:
+            raise LastfmError("Last.fm's answer is not valid JSON", status=status)
+        try:
+            return parse_recent_tracks(data, self.user)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            detail = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            shape_error = LastfmError(f"Last.fm's answer has an unexpected shape ({detail})")
+        raise shape_error

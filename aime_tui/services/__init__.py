@@ -1,0 +1,1 @@
+"""The hosted services: Last.fm tracker, Roon tracker, collection scheduler."""

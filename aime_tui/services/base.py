@@ -1,0 +1,99 @@
+"""The contract every hosted service follows, and the faults it can report.
+
+A service knows how to start, stop and describe itself. Everything about wanting,
+retrying, timing out and persisting belongs to the supervisor. No Textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Coroutine
+
+log = logging.getLogger(__name__)
+
+
+class NeedsAttention(Exception):
+    """A fault that no retry fixes (bad key, unapproved extension): the message says what to do."""
+
+
+class RetryAfter(Exception):
+    """A transient fault with a wait the other side asked for (HTTP 429, Last.fm error 29)."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+FaultHandler = Callable[["Service", BaseException], None]
+
+
+class Service(ABC):
+    """A background service hosted on the app's asyncio loop."""
+
+    name: str = ""
+    #: Modes the service can run in, if any (the scheduler's MAINTENANCE/MASSIVE).
+    modes: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._fault_handler: FaultHandler | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.mode: str | None = None
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Return once the service is up; raise if it cannot come up."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop background work and release resources. Must be safe to call twice."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """A snapshot of what the service reports (see the design's services table)."""
+
+    async def set_mode(self, mode: str) -> None:
+        """Switch mode while running; services with modes override this."""
+        if mode not in self.modes:
+            raise ValueError(f"{self.name} has no mode {mode!r}")
+        self.mode = mode
+
+    async def reset_connections(self) -> None:
+        """Drop pooled connections (after a wake, pooled sockets are dead but look fresh)."""
+
+    # -- plumbing shared by every service --------------------------------------------
+
+    def set_fault_handler(self, handler: FaultHandler | None) -> None:
+        self._fault_handler = handler
+
+    def report_fault(self, exc: BaseException) -> None:
+        """Tell the supervisor the running service broke; it decides about retrying."""
+        if self._fault_handler is not None:
+            self._fault_handler(self, exc)
+        else:
+            log.error("%s failed: %s", self.name, exc, exc_info=exc)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run background work; an exception escaping it is reported, never lost."""
+        task = asyncio.create_task(coro, name=f"{self.name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.report_fault(exc)
+
+    async def cancel_tasks(self) -> None:
+        """Cancel background work and wait for it to finish unwinding."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -1,0 +1,353 @@
+"""The collection scheduler (`scheduler`): APScheduler 3 jobs on the app's own asyncio loop.
+
+MAINTENANCE runs an incremental Last.fm catch-up, a nightly ANALYZE/optimize and a daily
+backup (the last 7 kept). Jobs coalesce and have a misfire grace, and each job's last
+successful run is kept in the store: a run missed while the machine slept, or while the
+service was stopped or restarting, runs once when it comes back within the grace, and a
+run missed beyond it is logged as missed.
+
+MASSIVE runs a full-history Last.fm backfill, one page per `backfill_interval`, oldest
+page first, with its cursor saved in the same transaction as each page: a crash, stop
+or wake resumes exactly where it left off, with no gap and no page fetched twice. A page
+that fails ends the backfill with the classified fault; the supervisor backs off (or
+asks for attention) and the restart resumes from the cursor.
+
+Counts in `status()`: `tracks_found` is the new plays this service's own work (catch-up
+and backfill) stored since aime-tui started; the tracker counts only what its own polls
+store, so no play is counted twice. `backfill_plays` is the plays the backfill has
+fetched over all its runs out of `backfill_total` (the history Last.fm reported when it
+began), kept with its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from ..config import LastfmConfig, SchedulerConfig
+from ..lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
+from ..store import Store
+from .base import NeedsAttention, Service
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE = "MAINTENANCE"
+MASSIVE = "MASSIVE"
+BACKUPS_KEPT = 7
+#: Local (hour, minute) of the nightly jobs.
+OPTIMIZE_AT = (3, 30)
+BACKUP_AT = (4, 0)
+#: How late a missed catch-up may still run.
+MISFIRE_GRACE = 3600
+#: How late a missed nightly job may still run: a box asleep at 4:00 backs up on waking.
+DAILY_GRACE = 12 * 3600
+
+#: Polls Last.fm for new plays, calling `credit(n)` as each batch of n new plays is stored.
+CatchUp = Callable[..., Awaitable[int]]
+
+
+class CollectionScheduler(Service):
+    name = "scheduler"
+    modes = (MAINTENANCE, MASSIVE)
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        lastfm: LastfmConfig,
+        store: Store,
+        *,
+        backup_dir: Path,
+        config_path: Path | None = None,
+        catch_up: CatchUp | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.lastfm = lastfm
+        self.store = store
+        self.backup_dir = backup_dir
+        self.config_path = config_path
+        self.mode = config.mode
+        self._catch_up = catch_up
+        self._clock = clock
+        self._scheduler: AsyncIOScheduler | None = None
+        self._client: LastfmClient | None = None
+        self._last_runs: dict[str, float] = {}
+        self.tracks_found = 0
+        self.last_check: float | None = None
+        self.last_error: str | None = None
+        # The backfill's persisted cursor, and this run's pace (monotonic seconds).
+        self._backfill_state: dict[str, Any] = {}
+        self._run_began: float | None = None
+        self._run_pages = 0
+        self._per_page: float | None = None
+        self._next_page_at: float | None = None
+
+    @property
+    def cursor_name(self) -> str:
+        return f"backfill:lastfm:{self.lastfm.user}"
+
+    @property
+    def pages_done(self) -> int:
+        return self._backfill_state.get("pages_done", 0)
+
+    @property
+    def total_pages(self) -> int | None:
+        return self._backfill_state.get("total_pages")
+
+    @property
+    def backfill_done(self) -> bool:
+        return self._backfill_state.get("done", False)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.stop()  # a restart after a fault must not leak the previous client
+        if self.mode == MASSIVE:
+            self._check_lastfm()
+        if not self.lastfm.missing():
+            self._client = LastfmClient(self.lastfm.api_url, self.lastfm.api_key, self.lastfm.user)
+        await self._load_progress()
+        scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "misfire_grace_time": MISFIRE_GRACE, "max_instances": 1}
+        )
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        # start() only arms a timer on the running loop: it never blocks, so no executor.
+        scheduler.start()
+        self._scheduler = scheduler
+        self._apply_mode()
+
+    async def stop(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)  # cancels in-flight job tasks
+        # Stopping the backfill mid-page is safe: a page's transaction is whole or absent.
+        await self.cancel_tasks()
+        self._next_page_at = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def set_mode(self, mode: str) -> None:
+        await super().set_mode(mode)
+        if self._scheduler is None:
+            return
+        await self.cancel_tasks()
+        if mode == MASSIVE and self.lastfm.missing():
+            # Running without the work the user asked for would look healthy; it is not.
+            self.report_fault(self._lastfm_missing())
+            return
+        self._apply_mode()
+
+    async def reset_connections(self) -> None:
+        if self._client is not None:
+            await self._client.reset()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self._scheduler is not None and self._scheduler.running,
+            "mode": self.mode,
+            "next_run": self._next_run(),
+            "pages_done": self.pages_done,
+            "total_pages": self.total_pages,
+            "backfill_plays": self._backfill_state.get("plays", 0),
+            "backfill_total": self._backfill_state.get("total"),
+            "backfill_done": self.backfill_done,
+            "eta": self._eta(),
+            "cursor": self._cursor_text(),
+            "last_check": self.last_check,
+            "tracks_found": self.tracks_found,
+            "last_error": self.last_error,
+        }
+
+    def _lastfm_missing(self) -> NeedsAttention:
+        where = self.config_path if self.config_path is not None else "the config file"
+        return NeedsAttention(f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}")
+
+    def _check_lastfm(self) -> None:
+        if self.lastfm.missing():
+            raise self._lastfm_missing()
+
+    async def _load_progress(self) -> None:
+        raw = await self.store.get_cursor(self.cursor_name)
+        self._backfill_state = json.loads(raw) if raw else {}
+        for job in ("catchup", "optimize", "backup"):
+            value = await self.store.get_cursor(_last_run_cursor(job))
+            if value is not None:
+                self._last_runs[job] = float(value)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def _apply_mode(self) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        scheduler.remove_all_jobs()
+        self._run_began = self._per_page = None
+        self._run_pages = 0
+        if self.mode == MASSIVE:
+            if not self.backfill_done:
+                self.spawn(self._backfill(), "backfill")
+            return
+        if self._catch_up is not None and not self.lastfm.missing():
+            last = self._last_runs.get("catchup")
+            interval = self.config.catchup_interval
+            scheduler.add_job(
+                self._run_catch_up, "interval", seconds=interval, id="catchup",
+                next_run_time=_aware(last + interval if last is not None else self._clock() + interval),
+            )
+        for job, (hour, minute), run in (
+            ("optimize", OPTIMIZE_AT, self._optimize), ("backup", BACKUP_AT, self._backup)
+        ):
+            trigger = CronTrigger(hour=hour, minute=minute)
+            last = self._last_runs.get(job)
+            # The first run owed since the last one: in the past if missed, and then
+            # APScheduler runs it once (within the grace) or reports it missed.
+            since = _aware(last if last is not None else self._clock())
+            scheduler.add_job(
+                run, trigger, id=job, misfire_grace_time=DAILY_GRACE,
+                next_run_time=trigger.get_next_fire_time(None, since),
+            )
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            late = datetime.now(timezone.utc) - event.scheduled_run_time
+            log.warning(
+                "scheduler: job %s missed its run at %s (%.0f s late, beyond its grace); "
+                "it runs again at its next time",
+                event.job_id, event.scheduled_run_time.isoformat(timespec="seconds"),
+                late.total_seconds(),
+            )
+        elif isinstance(event.exception, asyncio.CancelledError):
+            pass  # a run cut short by stop(): expected, its transaction is whole or absent
+        elif event.exception is not None:
+            self.last_error = str(event.exception) or type(event.exception).__name__
+            log.error("scheduler: job %s failed", event.job_id, exc_info=event.exception)
+
+    async def _ran(self, job: str) -> None:
+        now = self._clock()
+        self.last_check = now
+        self._last_runs[job] = now
+        await self.store.set_cursor(_last_run_cursor(job), repr(now))
+
+    def _credit(self, added: int) -> None:
+        self.tracks_found += added
+
+    async def _run_catch_up(self) -> None:
+        assert self._catch_up is not None
+        try:
+            await self._catch_up(credit=self._credit)
+        except Exception as exc:
+            # The tracker shows its own faults; here a failed catch-up just waits for the next.
+            self.last_error = str(exc) or type(exc).__name__
+            log.warning("scheduler: catch-up failed, next one as scheduled: %s", self.last_error)
+            return
+        self.last_error = None
+        await self._ran("catchup")
+
+    async def _optimize(self) -> None:
+        await self.store.optimize()
+        await self._ran("optimize")
+        log.info("scheduler: database statistics refreshed")
+
+    async def _backup(self) -> None:
+        stamp = datetime.fromtimestamp(self._clock()).strftime("%Y%m%d-%H%M%S")
+        destination = self.backup_dir / f"aime-{stamp}.db"
+        await self.store.backup_to(destination)
+        for old in sorted(self.backup_dir.glob("aime-*.db"))[:-BACKUPS_KEPT]:
+            old.unlink()
+        await self._ran("backup")
+        log.info("scheduler: backup written to %s", destination)
+
+    # -- the MASSIVE backfill ----------------------------------------------------------
+
+    async def _backfill(self) -> None:
+        """Store one page per interval, oldest first, until the whole history is in.
+
+        A failure escapes classified (NeedsAttention, RetryAfter or transient), so the
+        supervisor shows it and restarts the service, which resumes from the cursor.
+        """
+        client = self._client
+        assert client is not None
+        interval = self.config.backfill_interval
+        self._run_began = time.monotonic()
+        while not self.backfill_done:
+            began = time.monotonic()
+            try:
+                state, plays = await self._next_page(client, dict(self._backfill_state))
+            except Exception as exc:
+                fault = classify(exc)
+                self.last_error = str(fault) or type(fault).__name__
+                if fault is exc:
+                    raise
+                raise fault from exc
+            added = await self.store.insert_plays(plays, cursor=(self.cursor_name, json.dumps(state)))
+            if state["pages_done"] > self.pages_done:
+                self._run_pages += 1
+                self._per_page = (time.monotonic() - self._run_began) / self._run_pages
+            self._backfill_state = state
+            self.tracks_found += added
+            self.last_check = self._clock()
+            self.last_error = None
+            if self.backfill_done:
+                log.info("scheduler: backfill complete (%d pages, %d plays)", self.pages_done, state["plays"])
+                break
+            self._next_page_at = began + interval
+            await asyncio.sleep(max(0.0, self._next_page_at - time.monotonic()))
+        self._next_page_at = None
+
+    async def _next_page(self, client: LastfmClient, state: dict[str, Any]):
+        """The cursor after the next step and the plays that step fetched."""
+        if "to" not in state:
+            # Freeze the upper bound at the newest play Last.fm has (its clock, not ours):
+            # later plays fall outside it, so the page numbers stay put.
+            first = await client.recent_tracks(page=1, limit=MAX_PAGE_SIZE)
+            upper = max((play.played_at for play in first.plays), default=0)
+            return {
+                "to": upper, "next_page": first.total_pages, "total_pages": first.total_pages,
+                "pages_done": 0, "plays": 0, "total": first.total, "done": first.total_pages == 0,
+            }, []
+        page = await client.recent_tracks(page=state["next_page"], limit=MAX_PAGE_SIZE, to_ts=state["to"])
+        state["next_page"] -= 1
+        state["pages_done"] += 1
+        state["plays"] += len(page.plays)
+        state["done"] = state["next_page"] < 1
+        return state, page.plays
+
+    def _eta(self) -> float | None:
+        """Seconds until the backfill is done, at this run's pace (never faster than the interval)."""
+        if self.mode != MASSIVE or self.backfill_done or self._per_page is None or self.total_pages is None:
+            return None
+        remaining = max(self.total_pages - self.pages_done, 0)
+        return remaining * max(self._per_page, self.config.backfill_interval)
+
+    def _cursor_text(self) -> str | None:
+        if not self._backfill_state:
+            return None
+        if self.backfill_done:
+            return "complete"
+        return f"page {self._backfill_state.get('next_page')} of {self.total_pages}"
+
+    def _next_run(self) -> float | None:
+        if self._scheduler is None or not self._scheduler.running:
+            return None
+        times = [job.next_run_time.timestamp() for job in self._scheduler.get_jobs() if job.next_run_time]
+        if self._next_page_at is not None:
+            times.append(self._clock() + max(0.0, self._next_page_at - time.monotonic()))
+        return min(times) if times else None
+
+
+def _last_run_cursor(job: str) -> str:
+    return f"scheduler:last_run:{job}"
+
+
+def _aware(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)

@@ -1,0 +1,484 @@
+"""The SQLite store: desired service states, transitions, plays, cursors, settings.
+
+One aiosqlite connection in WAL mode. Every write runs inside `BEGIN IMMEDIATE` under an
+asyncio lock (one connection is shared by every coroutine, so transactions must not
+interleave). Desired-state writes are committed with synchronous=FULL: once a toggle is
+acknowledged it survives a kill -9 and a power cut. The schema is versioned with
+`PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Awaitable, Callable, Iterable, TypeVar
+
+import aiosqlite
+
+BUSY_TIMEOUT_MS = 30_000
+STARTUP_BUSY_MS = 500
+LOCK_RETRY_EVERY = 0.5
+# Primary SQLite result codes (extended codes carry them in the low byte).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT, SQLITE_NOTADB = 5, 6, 11, 26
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Each entry moves the schema from version N to N+1; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE service_states (
+        service_name TEXT PRIMARY KEY,
+        is_active    INTEGER NOT NULL CHECK (is_active IN (0, 1)),
+        mode         TEXT,
+        last_updated REAL NOT NULL
+    );
+    CREATE TABLE transitions (
+        id         INTEGER PRIMARY KEY,
+        service    TEXT NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state   TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        at         REAL NOT NULL
+    );
+    CREATE INDEX transitions_by_service ON transitions (service, at);
+    CREATE TABLE plays (
+        id         INTEGER PRIMARY KEY,
+        source     TEXT NOT NULL,
+        account    TEXT NOT NULL,
+        played_at  INTEGER NOT NULL,
+        artist     TEXT NOT NULL,
+        title      TEXT NOT NULL,
+        album      TEXT NOT NULL DEFAULT '',
+        artist_key TEXT NOT NULL,
+        title_key  TEXT NOT NULL,
+        stored_at  REAL NOT NULL,
+        UNIQUE (source, account, played_at, artist_key, title_key)
+    );
+    CREATE INDEX plays_by_time ON plays (played_at);
+    CREATE TABLE cursors (
+        name       TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says which file and why."""
+
+
+class _Corrupt(Exception):
+    """quick_check found damage."""
+
+
+def _error_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    service_name: str
+    is_active: bool
+    mode: str | None
+    last_updated: float
+
+
+@dataclass(frozen=True)
+class Play:
+    source: str
+    account: str
+    played_at: int
+    artist: str
+    title: str
+    album: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    service: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: float
+
+
+def _retrieve_exception(task: asyncio.Future) -> None:
+    # The shielded write's caller may be gone; mark its exception seen (the caller, if
+    # still there, gets it too).
+    if not task.cancelled():
+        task.exception()
+
+
+def normalise(text: str) -> str:
+    """The form two spellings of one artist or title share: NFKC, case-folded, single-spaced."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+class Store:
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        #: Where an unreadable database was moved on open, if it was.
+        self.moved_aside: Path | None = None
+
+    @classmethod
+    async def open(
+        cls, path: Path, clock=time.time, on_wait: Callable[[float], None] | None = None
+    ) -> "Store":
+        """Open (creating, checking, migrating) the database at `path`.
+
+        A database locked by another process is waited for, calling `on_wait` with the
+        seconds waited so far. A corrupt one is moved aside (see `moved_aside`) and a
+        fresh one created. Anything else unusable raises StoreError.
+        """
+        store = cls(path, clock)
+        await store._connect(on_wait or (lambda waited: None))
+        return store
+
+    async def _connect(self, on_wait: Callable[[float], None]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        began = time.monotonic()
+        while True:
+            try:
+                self._db = await aiosqlite.connect(self.path, isolation_level=None)
+                await self._configure(STARTUP_BUSY_MS)
+                await self._check_integrity()
+                # Take and drop the write lock once: waits out another writer here,
+                # where we can say so, rather than silently in the first write.
+                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute("ROLLBACK")
+                await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await self._migrate()
+                return
+            except _Corrupt as exc:
+                await self.close()
+                if self.moved_aside is not None:
+                    raise StoreError(f"database {self.path} is still unusable after recovery: {exc}") from exc
+                self.moved_aside = self._move_aside()
+            except sqlite3.Error as exc:
+                code = _error_code(exc)
+                unreadable = code in (SQLITE_CORRUPT, SQLITE_NOTADB) and self.moved_aside is None
+                if unreadable:
+                    # Move aside before closing: closing may delete the -wal we must keep.
+                    self.moved_aside = self._move_aside()
+                await self.close()
+                if code in (SQLITE_BUSY, SQLITE_LOCKED):
+                    on_wait(time.monotonic() - began)
+                    await asyncio.sleep(LOCK_RETRY_EVERY)
+                elif not unreadable:
+                    raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+            except OSError as exc:
+                await self.close()
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    async def _new_connection(self, busy_ms: int) -> aiosqlite.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._configure(busy_ms)
+        return self._db
+
+    async def _configure(self, busy_ms: int) -> None:
+        await self.db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        await self.db.execute("PRAGMA synchronous = NORMAL")
+
+    async def _check_integrity(self) -> None:
+        async with self.db.execute("PRAGMA quick_check") as cursor:
+            rows = await cursor.fetchall()
+        if rows != [("ok",)]:
+            raise _Corrupt("; ".join(str(row[0]) for row in rows[:3]))
+
+    def _move_aside(self) -> Path:
+        """Rename the unusable database and its -wal/-shm out of the way; never delete them."""
+        stamp = datetime.fromtimestamp(self._clock()).strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                source.rename(target.with_name(target.name + suffix))
+        log.warning("database %s was unreadable; moved aside to %s", self.path, target)
+        return target
+
+    async def reopen(self) -> None:
+        """Drop and recreate the connection (after a wake, file handles may be stale)."""
+        async with self._write_lock:
+            await self.close()
+            self._db = await self._new_connection(BUSY_TIMEOUT_MS)
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError(f"database {self.path} is closed")
+        return self._db
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this aime-tui "
+                f"understands ({SCHEMA_VERSION}); upgrade aime-tui"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+
+            async def migrate(db: aiosqlite.Connection, target: int = target) -> None:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {target}")
+
+            await self.write(migrate, durable=True)
+
+    async def write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, durable: bool = False) -> T:
+        """Run `work` in one BEGIN IMMEDIATE transaction and return its result.
+
+        The transaction runs in a shielded task: a caller cancelled mid-write (a service
+        being stopped) cannot leave a half-open transaction on the shared connection.
+        `durable` fsyncs the commit, for changes the user has been told are saved.
+        """
+        task = asyncio.ensure_future(self._run_write(work, durable))
+        task.add_done_callback(_retrieve_exception)
+        try:
+            return await asyncio.shield(task)
+        except sqlite3.Error as exc:
+            # A full disk or a vanished file: a clear error the caller can show, and
+            # nothing acknowledged that was not committed.
+            raise StoreError(f"cannot write to database {self.path}: {exc}") from exc
+
+    async def _run_write(self, work, durable: bool):
+        async with self._write_lock:
+            db = self.db
+            if durable:
+                await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(db)
+            except BaseException:
+                # SQLite has already rolled back on some errors (a full disk): don't let
+                # a failing ROLLBACK hide the error that matters.
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+            finally:
+                if durable:
+                    await db.execute("PRAGMA synchronous = NORMAL")
+            return result
+
+    # -- desired states -------------------------------------------------------------
+
+    async def ensure_defaults(self, defaults: dict[str, tuple[bool, str | None]]) -> None:
+        """Give each service a row on first launch; existing rows (the user's choice) win."""
+        rows = [(name, int(active), mode, self._clock()) for name, (active, mode) in defaults.items()]
+
+        async def insert(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO service_states (service_name, is_active, mode, last_updated)"
+                " VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+        await self.write(insert, durable=True)
+
+    async def desired_states(self) -> dict[str, DesiredState]:
+        async with self.db.execute(
+            "SELECT service_name, is_active, mode, last_updated FROM service_states"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return {
+            name: DesiredState(name, bool(active), mode, updated)
+            for name, active, mode, updated in rows
+        }
+
+    async def set_desired(self, service: str, is_active: bool, reason: str) -> None:
+        """Commit (fsynced) what the user wants, with a transition row saying so."""
+        now = self._clock()
+
+        async def update(db: aiosqlite.Connection) -> None:
+            async with db.execute(
+                "SELECT is_active FROM service_states WHERE service_name = ?", (service,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            await db.execute(
+                "INSERT INTO service_states (service_name, is_active, last_updated)"
+                " VALUES (?, ?, ?) ON CONFLICT (service_name)"
+                " DO UPDATE SET is_active = excluded.is_active, last_updated = excluded.last_updated",
+                (service, int(is_active), now),
+            )
+            before = "wanted" if row and row[0] else "unwanted"
+            after = "wanted" if is_active else "unwanted"
+            await _insert_transition(db, service, before, after, reason, now)
+
+        await self.write(update, durable=True)
+
+    async def set_mode(self, service: str, mode: str, reason: str) -> None:
+        """Commit (fsynced) a service's mode, with a transition row saying so."""
+        now = self._clock()
+
+        async def update(db: aiosqlite.Connection) -> None:
+            async with db.execute(
+                "SELECT mode FROM service_states WHERE service_name = ?", (service,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            await db.execute(
+                "INSERT INTO service_states (service_name, is_active, mode, last_updated)"
+                " VALUES (?, 0, ?, ?) ON CONFLICT (service_name)"
+                " DO UPDATE SET mode = excluded.mode, last_updated = excluded.last_updated",
+                (service, mode, now),
+            )
+            before = f"mode {row[0]}" if row and row[0] else "mode unset"
+            await _insert_transition(db, service, before, f"mode {mode}", reason, now)
+
+        await self.write(update, durable=True)
+
+    # -- runtime transitions --------------------------------------------------------
+
+    async def record_transition(self, service: str, before: str, after: str, reason: str) -> None:
+        now = self._clock()
+        await self.write(lambda db: _insert_transition(db, service, before, after, reason, now))
+
+    async def transitions(self, service: str | None = None, limit: int = 500) -> list[Transition]:
+        sql = "SELECT service, from_state, to_state, reason, at FROM transitions"
+        args: tuple = ()
+        if service is not None:
+            sql += " WHERE service = ?"
+            args = (service,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        async with self.db.execute(sql, (*args, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [Transition(*row) for row in reversed(rows)]
+
+    # -- plays ----------------------------------------------------------------------
+
+    async def insert_plays(
+        self, plays: Iterable[Play], *, cursor: tuple[str, str] | None = None
+    ) -> int:
+        """Insert a batch in one transaction, duplicates ignored; returns how many were new.
+
+        With `cursor` (name, value) the cursor advances in the same transaction, so a
+        crash leaves either the page and its cursor or neither: resumable with no gap.
+        """
+        now = self._clock()
+        rows = [
+            (p.source, p.account, int(p.played_at), p.artist, p.title, p.album,
+             normalise(p.artist), normalise(p.title), now)
+            for p in plays
+        ]
+        if not rows and cursor is None:
+            return 0
+
+        async def insert(db: aiosqlite.Connection) -> int:
+            before = db.total_changes
+            await db.executemany(
+                "INSERT OR IGNORE INTO plays (source, account, played_at, artist, title, album,"
+                " artist_key, title_key, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = db.total_changes - before
+            if cursor is not None:
+                await _upsert_cursor(db, *cursor, now)
+            return added
+
+        return await self.write(insert)
+
+    async def count_plays(self, source: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM plays", ()
+        if source is not None:
+            sql, args = sql + " WHERE source = ?", (source,)
+        async with self.db.execute(sql, args) as cursor:
+            (count,) = await cursor.fetchone()
+        return count
+
+    async def recent_plays(self, limit: int = 20) -> list[Play]:
+        async with self.db.execute(
+            "SELECT source, account, played_at, artist, title, album FROM plays"
+            " ORDER BY played_at DESC, id DESC LIMIT ?",
+            (limit,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Play(*row) for row in rows]
+
+    # -- cursors and settings -------------------------------------------------------
+
+    async def get_cursor(self, name: str) -> str | None:
+        async with self.db.execute("SELECT value FROM cursors WHERE name = ?", (name,)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        now = self._clock()
+        await self.write(lambda db: _upsert_cursor(db, name, value, now))
+
+    async def get_setting(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def set_setting(self, key: str, value: str) -> None:
+        async def upsert(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self.write(upsert, durable=True)
+
+    # -- maintenance ----------------------------------------------------------------
+
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics (the nightly job)."""
+        async with self._write_lock:
+            await self.db.execute("ANALYZE")
+            await self.db.execute("PRAGMA optimize")
+
+    async def backup_to(self, destination: Path) -> None:
+        """Write a consistent, compacted copy of the database (VACUUM INTO)."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        async with self._write_lock:
+            await self.db.execute("VACUUM INTO ?", (str(destination),))
+
+
+async def _insert_transition(
+    db: aiosqlite.Connection, service: str, before: str, after: str, reason: str, at: float
+) -> None:
+    await db.execute(
+        "INSERT INTO transitions (service, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)",
+        (service, before, after, reason, at),
+    )
+
+
+async def _upsert_cursor(db: aiosqlite.Connection, name: str, value: str, now: float) -> None:
+    await db.execute(
+        "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, value, now),
+    )

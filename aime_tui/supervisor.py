@@ -1,0 +1,540 @@
+"""The supervisor: what each service should be doing, and making it so.
+
+Owns the runtime state machine of every hosted service (stopped, starting, running,
+backoff, stopping, needs attention), the user's desired states (committed to the store
+before a change is reported), restoration at launch and after a wake (every wanted
+service concurrently, each isolated under its own timeout), full-jitter backoff, the
+heartbeat, and the events the UI and logs consume. No Textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable, Iterable
+
+from .services.base import NeedsAttention, RetryAfter, Service
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 15 * 60.0
+HEALTHY_RESET = 60.0
+STOP_TIMEOUT = 1.5
+HEARTBEAT_DELAY = 5.0
+HEARTBEAT_EVERY = 30.0
+
+
+# How a successful start reads in the log, by what caused it.
+_SUCCESS_WORD = {"launch": "restored", "wake": "restored", "backoff": "recovered", "heartbeat": "restarted"}
+
+
+class RunState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    NEEDS_ATTENTION = "needs attention"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What the UI and the CLI show of one service, at one moment."""
+
+    name: str
+    state: RunState
+    wanted: bool
+    mode: str | None
+    reason: str | None
+    retry_in: float | None
+    restarts: int
+    status: dict[str, Any]
+    uptime: float | None = None
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    text: str
+    level: int = logging.INFO
+    service: str | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    view: ServiceView
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    at: float
+    trigger: str
+    succeeded: tuple[str, ...]
+    failed: dict[str, str]
+    elapsed: float
+
+    def line(self) -> str:
+        text = (
+            f"Restored {len(self.succeeded)} succeeded, {len(self.failed)} failed"
+            f" in {self.elapsed:.2f} s"
+        )
+        if self.failed:
+            text += " — " + "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+        return text
+
+
+Event = LogEvent | StateEvent | RestoreSummary
+Listener = Callable[[Event], None]
+
+
+def full_jitter_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): uniform in [0, min(5·2ⁿ, 15 min)]."""
+    return rng() * min(BACKOFF_BASE * 2**attempt, BACKOFF_CAP)
+
+
+def describe_failure(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+@dataclass
+class _Record:
+    service: Service
+    wanted: bool = False
+    mode: str | None = None
+    state: RunState = RunState.STOPPED
+    reason: str | None = None
+    failures: int = 0
+    restarts: int = 0
+    running_since: float | None = None
+    retry_at: float | None = None
+    retry_timer: asyncio.TimerHandle | None = None
+    operation: asyncio.Task | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: Store,
+        services: Iterable[Service],
+        *,
+        restore_timeout: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self._wall = wall
+        self.restore_timeout = restore_timeout
+        self._clock = clock
+        self._rng = rng
+        self._records: dict[str, _Record] = {}
+        for service in services:
+            service.set_fault_handler(self._on_fault)
+            self._records[service.name] = _Record(service)
+        self._listeners: list[Listener] = []
+        self._transition_queue: asyncio.Queue[tuple[str, str, str, str] | None] = asyncio.Queue()
+        self._transition_writer: asyncio.Task | None = None
+        self._closing = False
+        self._wake_lock = asyncio.Lock()
+
+    # -- observing -----------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _log(self, text: str, level: int = logging.INFO, service: str | None = None) -> None:
+        log.log(level, text)
+        self._emit(LogEvent(text, level, service, self._wall()))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._records)
+
+    def service(self, name: str) -> Service:
+        return self._record(name).service
+
+    def view(self, name: str) -> ServiceView:
+        record = self._record(name)
+        retry_in = None
+        if record.state is RunState.BACKOFF and record.retry_at is not None:
+            retry_in = max(0.0, record.retry_at - self._clock())
+        return ServiceView(
+            name=name,
+            state=record.state,
+            wanted=record.wanted,
+            mode=record.mode,
+            reason=record.reason,
+            retry_in=retry_in,
+            restarts=record.restarts,
+            status=record.service.status(),
+            uptime=None if record.running_since is None else self._clock() - record.running_since,
+        )
+
+    def views(self) -> list[ServiceView]:
+        return [self.view(name) for name in self._records]
+
+    def _record(self, name: str) -> _Record:
+        try:
+            return self._records[name]
+        except KeyError:
+            known = ", ".join(self._records)
+            raise KeyError(f"no service named {name!r} (known: {known})") from None
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the desired states (the caller has written first-launch defaults)."""
+        desired = await self.store.desired_states()
+        for name, record in self._records.items():
+            if name in desired:
+                record.wanted = desired[name].is_active
+                record.mode = desired[name].mode or record.mode
+            if record.mode is None and record.service.modes:
+                record.mode = record.service.modes[0]
+            record.service.mode = record.mode
+            self._emit(StateEvent(self.view(name)))
+        self._transition_writer = asyncio.create_task(self._write_transitions())
+
+    async def close(self) -> None:
+        """Stop every service (desired states untouched) and flush the transition log."""
+        self._closing = True
+        operations = []
+        for record in self._records.values():
+            self._cancel_retry(record)
+            if record.state is not RunState.STOPPED or record.operation is not None:
+                operations.append(self._launch(record, self._stop_service(record, "shutdown")))
+        if operations:
+            await asyncio.wait(operations, timeout=STOP_TIMEOUT + 0.5)
+        if self._transition_writer is not None:
+            self._transition_queue.put_nowait(None)
+            await asyncio.wait({self._transition_writer}, timeout=2.0)
+            self._transition_writer = None
+
+    # -- what the user asks for ----------------------------------------------------
+
+    async def start(self, name: str, reason: str = "user") -> None:
+        """Commit "wanted", then start in the background. Returns once the commit is durable."""
+        record = self._record(name)
+        await self._commit_wanted(record, True, reason)
+        if record.state in (RunState.RUNNING, RunState.STARTING):
+            return
+        self._cancel_retry(record)  # this attempt replaces a pending backoff retry
+        record.failures = 0
+        self._launch(record, self._start_attempt(record, reason))
+
+    async def stop(self, name: str, reason: str = "user") -> None:
+        """Commit "not wanted", then stop in the background. Returns once the commit is durable."""
+        record = self._record(name)
+        await self._commit_wanted(record, False, reason)
+        self._cancel_retry(record)
+        if record.state in (RunState.STOPPED, RunState.STOPPING) and record.operation is None:
+            self._set_state(record, RunState.STOPPED, reason)
+            return
+        self._launch(record, self._stop_service(record, reason))
+
+    async def toggle(self, name: str) -> bool:
+        """Flip what the user wants; returns the new desired state."""
+        if self._record(name).wanted:
+            await self.stop(name)
+            return False
+        await self.start(name)
+        return True
+
+    async def start_all(self) -> None:
+        for name in self._records:
+            await self.start(name)
+
+    async def stop_all(self) -> None:
+        for name in self._records:
+            await self.stop(name)
+
+    async def retry_now(self, name: str) -> None:
+        """Skip the backoff wait (or retry a service that needs attention)."""
+        record = self._record(name)
+        if not record.wanted or record.state in (RunState.RUNNING, RunState.STARTING):
+            return
+        self._cancel_retry(record)
+        self._launch(record, self._start_attempt(record, "retry"))
+
+    async def set_mode(self, name: str, mode: str, reason: str = "user") -> None:
+        """Commit the mode, then apply it to the running service."""
+        record = self._record(name)
+        if mode not in record.service.modes:
+            raise ValueError(f"{name} has no mode {mode!r} (modes: {', '.join(record.service.modes)})")
+        await self.store.set_mode(name, mode, reason)
+        record.mode = mode
+        if record.state is RunState.RUNNING:
+            await record.service.set_mode(mode)
+        else:
+            record.service.mode = mode
+        self._log(f"{name} mode → {mode} (saved)", service=name)
+        self._emit(StateEvent(self.view(name)))
+
+    async def cycle_mode(self, name: str) -> str:
+        record = self._record(name)
+        modes = record.service.modes
+        if not modes:
+            raise ValueError(f"{name} has no modes")
+        current = modes.index(record.mode) if record.mode in modes else -1
+        mode = modes[(current + 1) % len(modes)]
+        await self.set_mode(name, mode)
+        return mode
+
+    # -- restoration -----------------------------------------------------------------
+
+    async def restore(self, trigger: str = "launch") -> RestoreSummary:
+        """Start every wanted service concurrently, each under its own timeout, and sum up."""
+        began = self._clock()
+        wanted = [
+            record
+            for record in self._records.values()
+            if record.wanted and record.state not in (RunState.RUNNING, RunState.STARTING)
+        ]
+        if wanted:
+            self._log(f"restoring {', '.join(r.service.name for r in wanted)} ({trigger})")
+        for record in wanted:
+            self._cancel_retry(record)
+            record.failures = 0
+        attempts = [self._launch(r, self._start_attempt(r, trigger)) for r in wanted]
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        succeeded = []
+        failed = {}
+        for record, outcome in zip(wanted, outcomes):
+            if outcome is None:
+                succeeded.append(record.service.name)
+            elif isinstance(outcome, str):
+                failed[record.service.name] = outcome
+            # a CancelledError means the user stopped it meanwhile: neither.
+        summary = RestoreSummary(
+            self._wall(), trigger, tuple(succeeded), failed, self._clock() - began
+        )
+        log.info(summary.line())
+        self._emit(summary)
+        return summary
+
+    async def wake(self, slept: float | None = None) -> RestoreSummary:
+        """Recover after a sleep: fresh connections, then stop and restore what is wanted."""
+        async with self._wake_lock:  # a second wake waits for the first recovery
+            if slept is None:
+                self._log("wake requested — recovering")
+            else:
+                self._log(f"wake detected (slept {format_duration(slept)}) — recovering")
+            await asyncio.gather(
+                *(self._stop_for_wake(record) for record in self._records.values() if record.wanted)
+            )
+            await self.store.reopen()
+            return await self.restore("wake")
+
+    async def _stop_for_wake(self, record: _Record) -> None:
+        self._cancel_retry(record)
+        if record.state is not RunState.STOPPED:
+            await self._launch(record, self._stop_service(record, "wake"))
+        try:
+            await asyncio.wait_for(record.service.reset_connections(), STOP_TIMEOUT)
+        except Exception as exc:
+            self._log(f"{record.service.name}: reset failed: {describe_failure(exc)}", logging.WARNING)
+
+    async def run_heartbeat(
+        self, delay: float = HEARTBEAT_DELAY, every: float = HEARTBEAT_EVERY
+    ) -> None:
+        """After `delay`, every `every` s restart wanted services that are not running.
+
+        Catches what no fault report did: a service the supervisor believes running whose
+        own status says otherwise, or a wanted service left stopped. Backoff and needs
+        attention are left alone: they already have a plan.
+        """
+        await asyncio.sleep(delay)
+        while not self._closing:
+            for record in self._records.values():
+                if not record.wanted or record.operation is not None:
+                    continue
+                name = record.service.name
+                if record.state is RunState.RUNNING and not record.service.status().get("running", True):
+                    self._on_fault(record.service, RuntimeError("found not running by the heartbeat"))
+                elif record.state is RunState.STOPPED:
+                    self._log(f"{name}: wanted but stopped — restarting", logging.WARNING, name)
+                    self._launch(record, self._start_attempt(record, "heartbeat"))
+            await asyncio.sleep(every)
+
+    # -- the state machine -------------------------------------------------------------
+
+    def _launch(self, record: _Record, operation) -> asyncio.Task:
+        """Run `operation` as this service's one current operation, after the previous one."""
+        previous = record.operation
+        if previous is not None and not previous.done() and record.state is RunState.STARTING:
+            previous.cancel()  # a start in progress gives way to whatever comes next
+
+        async def run():
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous}, timeout=STOP_TIMEOUT)
+            return await operation
+
+        task = asyncio.create_task(run(), name=f"supervisor:{record.service.name}")
+        record.operation = task
+        task.add_done_callback(lambda t: self._operation_done(record, t))
+        return task
+
+    def _operation_done(self, record: _Record, task: asyncio.Task) -> None:
+        if record.operation is task:
+            record.operation = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: supervisor operation failed", record.service.name, exc_info=task.exception())
+
+    async def _start_attempt(self, record: _Record, reason: str) -> str | None:
+        """Start under the restore timeout. Returns None on success, else the failure reason."""
+        name = record.service.name
+        record.retry_at = None
+        self._set_state(record, RunState.STARTING, reason)
+        record.service.mode = record.mode
+        starting = asyncio.create_task(record.service.start(), name=f"{name}:start")
+        try:
+            done, _ = await asyncio.wait({starting}, timeout=self.restore_timeout)
+        except asyncio.CancelledError:
+            starting.cancel()
+            await self._cleanup_after_failed_start(record)
+            self._set_state(record, RunState.STOPPED, "cancelled")
+            raise
+        if not done:
+            # Never await a hung start: cancel it and move on so nothing else waits for it.
+            starting.cancel()
+            failure: BaseException = TimeoutError(f"start timed out after {self.restore_timeout:.1f} s")
+        else:
+            failure = starting.exception()
+        if failure is None:
+            record.running_since = self._clock()
+            record.reason = None
+            self._set_state(record, RunState.RUNNING, reason)
+            self._log(f"{name} {_SUCCESS_WORD.get(reason, 'started')}", service=name)
+            return None
+        await self._cleanup_after_failed_start(record)
+        return self._fail(record, failure)
+
+    async def _cleanup_after_failed_start(self, record: _Record) -> None:
+        try:
+            await asyncio.wait_for(record.service.stop(), STOP_TIMEOUT)
+        except Exception as exc:
+            log.warning("%s: cleanup after failed start: %s", record.service.name, exc)
+
+    def _fail(self, record: _Record, failure: BaseException) -> str:
+        """Move a failed service to needs attention or backoff; returns the reason shown."""
+        name = record.service.name
+        why = describe_failure(failure)
+        record.reason = why
+        record.running_since = None
+        if isinstance(failure, NeedsAttention):
+            self._set_state(record, RunState.NEEDS_ATTENTION, "error")
+            self._log(f"{name} needs attention: {why}", logging.ERROR, name)
+            return why
+        if not isinstance(failure, (TimeoutError, RetryAfter, OSError)):
+            log.error("%s failed", name, exc_info=failure)
+        if isinstance(failure, RetryAfter):
+            delay = failure.delay
+        else:
+            delay = full_jitter_delay(record.failures, self._rng)
+        record.failures += 1
+        if not record.wanted or self._closing:
+            self._set_state(record, RunState.STOPPED, "error")
+            return why
+        record.retry_at = self._clock() + delay
+        record.retry_timer = asyncio.get_running_loop().call_later(delay, self._retry, record)
+        self._set_state(record, RunState.BACKOFF, "backoff")
+        self._log(f"{name}: {why}, retry in {format_duration(delay)}", logging.WARNING, name)
+        return why
+
+    def _retry(self, record: _Record) -> None:
+        record.retry_timer = None
+        if record.wanted and record.state is RunState.BACKOFF and not self._closing:
+            record.restarts += 1
+            self._launch(record, self._start_attempt(record, "backoff"))
+
+    def _cancel_retry(self, record: _Record) -> None:
+        if record.retry_timer is not None:
+            record.retry_timer.cancel()
+            record.retry_timer = None
+        record.retry_at = None
+
+    async def _stop_service(self, record: _Record, reason: str) -> None:
+        name = record.service.name
+        self._cancel_retry(record)
+        if record.state is RunState.STOPPED:
+            return
+        was_running = record.state is RunState.RUNNING
+        self._set_state(record, RunState.STOPPING, reason)
+        try:
+            await asyncio.wait_for(record.service.stop(), STOP_TIMEOUT)
+        except Exception as exc:
+            self._log(f"{name}: stop did not finish cleanly: {describe_failure(exc)}", logging.WARNING, name)
+        record.running_since = None
+        if reason == "user":
+            record.reason = None
+        self._set_state(record, RunState.STOPPED, reason)
+        if was_running and reason not in ("shutdown", "wake"):
+            self._log(f"{name} stopped", service=name)
+
+    def _on_fault(self, service: Service, exc: BaseException) -> None:
+        """A running service reported that its background work broke."""
+        record = self._records.get(service.name)
+        if record is None or record.state is not RunState.RUNNING or self._closing:
+            return
+        if record.running_since is not None and self._clock() - record.running_since >= HEALTHY_RESET:
+            record.failures = 0
+
+        async def recover():
+            await self._cleanup_after_failed_start(record)
+            self._fail(record, exc)
+
+        self._set_state(record, RunState.STOPPING, "error")
+        self._launch(record, recover())
+
+    async def _commit_wanted(self, record: _Record, wanted: bool, reason: str) -> None:
+        await self.store.set_desired(record.service.name, wanted, reason)
+        changed = record.wanted != wanted
+        record.wanted = wanted
+        if changed:
+            self._log(f"{record.service.name} wanted {'on' if wanted else 'off'} (saved)", service=record.service.name)
+        self._emit(StateEvent(self.view(record.service.name)))
+
+    def _set_state(self, record: _Record, state: RunState, reason: str) -> None:
+        before = record.state
+        record.state = state
+        if before is not state:
+            self._transition_queue.put_nowait((record.service.name, before.value, state.value, reason))
+        self._emit(StateEvent(self.view(record.service.name)))
+
+    async def _write_transitions(self) -> None:
+        """One writer for runtime transitions, so state changes never wait on the disk."""
+        while True:
+            item = await self._transition_queue.get()
+            if item is None:
+                return
+            try:
+                await self.store.record_transition(*item)
+            except Exception as exc:
+                log.warning("could not record transition %s: %s", item, exc)
+
+
+def format_duration(seconds: float) -> str:
+    """Short human durations: 0.4 s, 8 s, 3 min 05 s, 6 h 12 min."""
+    if seconds < 1:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -1,0 +1,305 @@
+"""The dashboard: services table, now playing, restoration summary, live log, keys.
+
+The app hosts the engine on its own asyncio loop. Engine events are queued and applied
+in one refresh pass every 100 ms (table cells updated in place, log lines written in a
+batch), so a burst of events costs one repaint, not hundreds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, RichLog, Static
+
+from ..engine import Engine
+from ..store import StoreError
+from ..supervisor import Event, LogEvent, RestoreSummary, StateEvent, Supervisor
+from .cells import COLUMNS, detail_text, now_playing_text, row_cells
+from .history_screen import HistoryScreen
+
+LOG_MAX_LINES = 5000
+SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
+REFRESH_EVERY = 0.1
+LEVEL_STYLE = {logging.WARNING: "yellow", logging.ERROR: "bold red"}
+
+
+def _styles_dir() -> Path:
+    # Installed wheels carry the styles inside the package; a source checkout keeps them
+    # at the top level of the repository.
+    packaged = Path(__file__).resolve().parent.parent / "styles"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "styles"
+
+
+def _terminal_attached() -> bool:
+    try:
+        return os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stdout__.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class AimeApp(App):
+    TITLE = "aime-tui"
+    CSS_PATH = [_styles_dir() / "app.tcss", _styles_dir() / "history.tcss"]
+    BINDINGS = [
+        Binding("space", "toggle", "toggle"),
+        Binding("s", "start", "start"),
+        Binding("x", "stop", "stop"),
+        Binding("A", "start_all", "all on", show=False),
+        Binding("X", "stop_all", "all off", show=False),
+        Binding("w", "wake", "wake"),
+        Binding("W", "slow_wake", "slow wake (demo)", show=False),
+        Binding("m", "mode", "mode"),
+        Binding("r", "retry", "retry"),
+        Binding("h", "history", "history"),
+        Binding("question_mark", "show_help_panel", "help", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        now: Callable[[], float] = time.time,
+        subtitle: str = "home server",
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self._now = now
+        self._subtitle = subtitle
+        self._pending_log: list[LogEvent | RestoreSummary] = []
+        self._dirty: set[str] = set()
+        self._shown: dict[tuple[str, str], Any] = {}
+        self.supervisor: Supervisor | None = None
+        self.last_summary: RestoreSummary | None = None
+
+    # -- layout ----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="title-bar"):
+            yield Label(f"aime-tui ─ {self._subtitle}", id="title")
+            yield Label("", id="clock")
+        yield DataTable(id="services", cursor_type="row", zebra_stripes=False)
+        yield Static("", id="detail")
+        yield Static("Now playing ─ nothing playing", id="now-playing")
+        yield Static("Restoring…", id="summary")
+        yield RichLog(id="log", max_lines=LOG_MAX_LINES, wrap=True, markup=False)
+        yield Footer()
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#services", DataTable)
+
+    @property
+    def log_view(self) -> RichLog:
+        return self.query_one("#log", RichLog)
+
+    async def on_mount(self) -> None:
+        table = self.table
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
+        table.border_title = "Services"
+        self.log_view.border_title = "Log"
+        self._update_clock()
+        self.set_interval(REFRESH_EVERY, self._refresh_from_engine)
+        self.set_interval(1.0, self._tick)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            # A lost SSH session (SIGHUP) or a service manager's SIGTERM: quit cleanly.
+            loop.add_signal_handler(signum, self.exit)
+        if _terminal_attached():
+            # An SSH drop can leave us with a hung-up terminal and no SIGHUP; Textual's
+            # input thread would then spin. Quit the same way as on a signal.
+            self.set_interval(1.0, self._exit_if_terminal_lost)
+        self.engine.on_notice = lambda text, level: self._pending_log.append(
+            LogEvent(text, level, at=self._now())
+        )
+        # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
+        self.run_worker(self._start_engine(), name="engine", exit_on_error=False)
+
+    async def _start_engine(self) -> None:
+        try:
+            supervisor = await self.engine.open()
+        except (StoreError, OSError) as exc:
+            self.exit(return_code=2, message=f"aime-tui: {exc}")
+            return
+        supervisor.subscribe(self._on_engine_event)
+        table = self.table
+        for view in supervisor.views():
+            cells = row_cells(view)
+            table.add_row(*(cells[key] for key, _, _ in COLUMNS), key=view.name)
+            self._shown.update({(view.name, key): value for key, value in cells.items()})
+        self.supervisor = supervisor
+        table.focus()
+        self._show_detail()
+        self._pending_log.append(LogEvent(f"data in {self.engine.config.data_dir}", at=self._now()))
+        self.engine.start_background()
+        # Restoration runs beside the UI: keys work while services are still starting.
+        await supervisor.restore("launch")
+
+    def _exit_if_terminal_lost(self) -> None:
+        if not _terminal_attached():
+            logging.getLogger(__name__).warning("terminal lost: stopping services and quitting")
+            self.exit()
+
+    async def on_unmount(self) -> None:
+        await self.engine.close()
+
+    # -- engine events -------------------------------------------------------------------
+
+    def _on_engine_event(self, event: Event) -> None:
+        if isinstance(event, StateEvent):
+            self._dirty.add(event.view.name)
+        else:
+            self._pending_log.append(event)
+
+    def _refresh_from_engine(self) -> None:
+        if self.supervisor is None:
+            return
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            with self.batch_update():
+                for name in dirty:
+                    self._update_row(name)
+                self._show_detail()
+        pending, self._pending_log = self._pending_log, []
+        if pending:
+            log_view = self.log_view
+            # Follow the tail only if the user has not scrolled up to read.
+            follow = log_view.is_vertical_scroll_end
+            for event in pending:
+                self._write_log(event, scroll_end=follow)
+
+    def _tick(self) -> None:
+        """Once a second: clock, countdowns, last-check times and counts."""
+        self._update_clock()
+        if self.supervisor is None:
+            return
+        with self.batch_update():
+            for name in self.supervisor.names:
+                self._update_row(name)
+            self._show_detail()
+            roon = self.supervisor.view("roon_tracker").status if "roon_tracker" in self.supervisor.names else {}
+            self.query_one("#now-playing", Static).update(f"Now playing ─ {now_playing_text(roon)}")
+
+    def _update_row(self, name: str) -> None:
+        """Touch only the cells whose text changed: no flicker, no full rebuild."""
+        assert self.supervisor is not None
+        for key, value in row_cells(self.supervisor.view(name)).items():
+            if self._shown.get((name, key)) != value:
+                self._shown[name, key] = value
+                self.table.update_cell(name, key, value)
+
+    def _write_log(self, event: LogEvent | RestoreSummary, scroll_end: bool | None = None) -> None:
+        stamp = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
+        if isinstance(event, RestoreSummary):
+            self.last_summary = event
+            style = "bold red" if event.failed else "bold green"
+            line = Text.assemble((f"{stamp} ", "dim"), (event.line(), style))
+            self.query_one("#summary", Static).update(line)
+        else:
+            line = Text.assemble((f"{stamp} ", "dim"), (event.text, LEVEL_STYLE.get(event.level, "")))
+        self.log_view.write(line, scroll_end=scroll_end)
+
+    def _update_clock(self) -> None:
+        self.query_one("#clock", Label).update(datetime.fromtimestamp(self._now()).strftime("%H:%M:%S"))
+
+    def _show_detail(self) -> None:
+        name = self.selected_service
+        if name is not None and self.supervisor is not None:
+            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name)))
+
+    def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    async def on_data_table_row_selected(self, _: DataTable.RowSelected) -> None:
+        await self.action_toggle()  # enter
+
+    # -- actions -------------------------------------------------------------------------
+
+    @property
+    def selected_service(self) -> str | None:
+        if self.supervisor is None or not self.supervisor.names:
+            return None
+        row = min(self.table.cursor_row, len(self.supervisor.names) - 1)
+        return self.supervisor.names[max(row, 0)]
+
+    async def _act(self, operation) -> None:
+        """Run a supervisor call; a refusal (unknown mode, closed store) goes to the log."""
+        try:
+            await operation
+        except (ValueError, KeyError, StoreError) as exc:
+            self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
+
+    async def action_toggle(self) -> None:
+        if self.supervisor and (name := self.selected_service):
+            await self._act(self.supervisor.toggle(name))
+
+    async def action_start(self, name: str | None = None) -> None:
+        if self.supervisor and (name := name or self.selected_service):
+            await self._act(self.supervisor.start(name))
+
+    async def action_stop(self, name: str | None = None) -> None:
+        if self.supervisor and (name := name or self.selected_service):
+            await self._act(self.supervisor.stop(name))
+
+    async def action_start_all(self) -> None:
+        if self.supervisor:
+            await self._act(self.supervisor.start_all())
+
+    async def action_stop_all(self) -> None:
+        if self.supervisor:
+            await self._act(self.supervisor.stop_all())
+
+    async def action_retry(self, name: str | None = None) -> None:
+        if self.supervisor and (name := name or self.selected_service):
+            await self._act(self.supervisor.retry_now(name))
+
+    async def action_mode(self) -> None:
+        if self.supervisor:
+            moded = [n for n in self.supervisor.names if self.supervisor.service(n).modes]
+            for name in moded:
+                await self._act(self.supervisor.cycle_mode(name))
+
+    def action_wake(self) -> None:
+        if self.supervisor:
+            self.run_worker(self.supervisor.wake(), name="wake", group="wake")
+
+    def action_history(self) -> None:
+        if self.supervisor is not None and not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen(self.engine.config.db_path, self.supervisor.names, now=self._now))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Over the history screen, service keys would act on a table out of sight.
+        return not (isinstance(self.screen, HistoryScreen) and action in SERVICE_ACTIONS)
+
+    def action_slow_wake(self) -> None:
+        if self.supervisor and self.engine.demo is not None:
+            self.run_worker(self.engine.simulate_slow_wake(), name="wake", group="wake")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if self.supervisor is None:
+            return
+        for name in self.supervisor.names:
+            yield SystemCommand(f"Start {name}", f"Want {name} running and start it", partial(self.action_start, name))
+            yield SystemCommand(f"Stop {name}", f"Want {name} stopped and stop it", partial(self.action_stop, name))
+            yield SystemCommand(f"Retry {name} now", "Skip the backoff wait", partial(self.action_retry, name))
+        yield SystemCommand("Start all services", "Want every service running", self.action_start_all)
+        yield SystemCommand("Stop all services", "Want every service stopped", self.action_stop_all)
+        yield SystemCommand("Cycle scheduler mode", "MAINTENANCE ↔ MASSIVE (saved)", self.action_mode)
+        yield SystemCommand("Simulate wake", "Recover as after a sleep: stop and restore", self.action_wake)
+        yield SystemCommand("History and availability", "Transitions, availability over 24 h and 7 d", self.action_history)

@@ -1,0 +1,227 @@
+"""Attach the dashboard to an instance already running (usually headless) on this data dir.
+
+`RemoteEngine` and `RemoteSupervisor` stand in for the engine and supervisor the
+dashboard uses, speaking the control protocol (control.py) instead: one subscription
+carries state changes, log lines and restoration summaries as they happen, a status
+poll every second refreshes what services report (last check, counts, countdowns),
+and keys become requests. Closing detaches: the services keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import SCHEDULER_MODES, SOCKET_FILE, Config
+from ..control import CLIENT_TIMEOUT, MAX_LINE, WAKE_CLIENT_TIMEOUT, encode
+from ..supervisor import Listener, LogEvent, RestoreSummary, RunState, ServiceView, StateEvent
+
+POLL_EVERY = 1.0
+log = logging.getLogger(__name__)
+
+
+def view_from_wire(wire: dict[str, Any]) -> ServiceView:
+    return ServiceView(
+        name=wire["name"], state=RunState(wire["state"]), wanted=wire["wanted"], mode=wire.get("mode"),
+        reason=wire.get("reason"), retry_in=wire.get("retry_in"), restarts=wire.get("restarts", 0),
+        status=wire.get("status") or {}, uptime=wire.get("uptime"),
+    )
+
+
+def summary_from_wire(wire: dict[str, Any]) -> RestoreSummary:
+    return RestoreSummary(wire["at"], wire["trigger"], tuple(wire["succeeded"]), wire["failed"], wire["elapsed"])
+
+
+class _RemoteService:
+    """What the dashboard asks of a service object: its modes."""
+
+    def __init__(self, modes: tuple[str, ...]) -> None:
+        self.modes = modes
+
+
+class RemoteSupervisor:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._views: dict[str, ServiceView] = {}
+        self._listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self.pid: int | None = None
+        self.summary: RestoreSummary | None = None
+
+    # -- the connection ----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        reader, self._writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), CLIENT_TIMEOUT
+        )
+        self._writer.write(encode({"cmd": "subscribe"}))
+        first = json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT))
+        self._take_status(first)
+        self._tasks = [
+            asyncio.create_task(self._follow(reader), name="remote-events"),
+            asyncio.create_task(self._poll(), name="remote-poll"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _take_status(self, answer: dict[str, Any]) -> None:
+        self.pid = answer.get("pid")
+        if answer.get("summary"):
+            self.summary = summary_from_wire(answer["summary"])
+        for wire in answer.get("services", []):
+            self._views[wire["name"]] = view_from_wire(wire)
+
+    async def _follow(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            event = json.loads(line)
+            kind = event.pop("event", None)
+            if kind == "state":
+                view = view_from_wire(event["view"])
+                self._views[view.name] = view
+                self._emit(StateEvent(view))
+            elif kind == "log":
+                self._emit(LogEvent(event["text"], event["level"], event.get("service"), event["at"]))
+            elif kind == "summary":
+                self.summary = summary_from_wire(event)
+                self._emit(self.summary)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()  # no instance, nothing to poll
+        self._emit(LogEvent(f"the instance (pid {self.pid}) went away: the dashboard shows its last state", logging.ERROR, at=time.time()))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            try:
+                self._take_status(await self._request({"cmd": "status"}))
+            except ValueError as exc:
+                log.warning("status poll failed: %s", exc)
+
+    async def _request(self, message: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+        """One request on its own connection; a refusal or a silence is a ValueError the UI logs."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ValueError(f"the instance does not answer on {self.path}: {exc}") from None
+        try:
+            writer.write(encode(message))
+            answer = json.loads(await asyncio.wait_for(reader.readline(), timeout))
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            raise ValueError(f"no answer to {message['cmd']} from the instance: {str(exc) or 'timed out'}") from None
+        finally:
+            writer.close()
+        if not answer.pop("ok", False):
+            raise ValueError(answer.get("error") or f"{message['cmd']} refused")
+        return answer
+
+    # -- what the dashboard reads --------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._views)
+
+    def view(self, name: str) -> ServiceView:
+        return self._views[name]
+
+    def views(self) -> list[ServiceView]:
+        return list(self._views.values())
+
+    def service(self, name: str) -> _RemoteService:
+        # The wire views carry a mode only for a service that has modes: the scheduler.
+        return _RemoteService(SCHEDULER_MODES if self._views[name].mode else ())
+
+    # -- what the keys do ----------------------------------------------------------------
+
+    async def restore(self, trigger: str = "launch") -> RestoreSummary | None:
+        """Attaching restores nothing: show the running instance's last summary."""
+        if self.summary is not None:
+            self._emit(self.summary)
+        self._emit(LogEvent(f"attached to the running instance (pid {self.pid}); q detaches and leaves it running", at=time.time()))
+        return self.summary
+
+    async def start(self, name: str) -> None:
+        await self._request({"cmd": "start", "service": name})
+
+    async def stop(self, name: str) -> None:
+        await self._request({"cmd": "stop", "service": name})
+
+    async def toggle(self, name: str) -> bool:
+        if self._views[name].wanted:
+            await self.stop(name)
+            return False
+        await self.start(name)
+        return True
+
+    async def start_all(self) -> None:
+        for name in self.names:
+            await self.start(name)
+
+    async def stop_all(self) -> None:
+        for name in self.names:
+            await self.stop(name)
+
+    async def retry_now(self, name: str) -> None:
+        await self._request({"cmd": "retry", "service": name})
+
+    async def cycle_mode(self, name: str) -> str:
+        modes = self.service(name).modes
+        current = self._views[name].mode
+        mode = modes[(modes.index(current) + 1) % len(modes)] if current in modes else modes[0]
+        await self._request({"cmd": "mode", "service": name, "mode": mode})
+        return mode
+
+    async def wake(self) -> RestoreSummary | None:
+        # Runs as a worker: a refusal goes to the log rather than ending the dashboard.
+        try:
+            answer = await self._request({"cmd": "wake"}, timeout=WAKE_CLIENT_TIMEOUT)
+        except ValueError as exc:
+            self._emit(LogEvent(str(exc), logging.ERROR, at=time.time()))
+            return None
+        return summary_from_wire(answer["summary"])
+
+
+class RemoteEngine:
+    """The engine's face for the dashboard, backed by another process's engine."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.demo = None  # the demo's fakes live in the other process
+        self.on_notice = lambda text, level: None
+        self.supervisor: RemoteSupervisor | None = None
+
+    async def open(self) -> RemoteSupervisor:
+        supervisor = RemoteSupervisor(self.config.data_dir / SOCKET_FILE)
+        try:
+            await supervisor.connect()
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            await supervisor.close()
+            raise OSError(f"cannot attach to the running instance: {exc}") from None
+        self.supervisor = supervisor
+        return supervisor
+
+    def start_background(self) -> None:
+        """The heartbeat and wake detection run in the attached instance."""
+
+    async def close(self) -> None:
+        """Detach; the instance and its services keep running."""
+        if self.supervisor is not None:
+            await self.supervisor.close()
+            self.supervisor = None

@@ -1,0 +1,1 @@
+"""Benchmarks for aime-tui: startup, restoration, wake, loop lag, durability, ingest, memory."""

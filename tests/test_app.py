@@ -1,0 +1,216 @@
+"""The dashboard under Pilot: keys change the table, the log and the database."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from aime_tui.engine import Engine
+from aime_tui.supervisor import LogEvent, RunState
+from aime_tui.ui.app import LOG_MAX_LINES, AimeApp
+from scripted import scripted_engine
+
+SIZE = (110, 32)
+
+
+async def wait_until(pilot, predicate, timeout=5.0):
+    async def poll():
+        while not predicate():
+            await pilot.pause(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def cell(app, row, column):
+    """A cell's text, or "" while the engine is still opening and the table is empty."""
+    if app.supervisor is None:
+        return ""
+    return str(app.table.get_cell(row, column))
+
+
+def desired(config, name):
+    with sqlite3.connect(config.db_path) as db:
+        return db.execute(
+            "SELECT is_active, mode FROM service_states WHERE service_name = ?", (name,)
+        ).fetchone()
+
+
+async def test_launch_restores_and_shows_the_summary(config):
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.pause(0.2)
+        assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
+        for name in services:
+            assert cell(app, name, "state") == "● running"
+            assert cell(app, name, "want") == "on"
+        assert "Restored 3 succeeded, 0 failed" in str(app.query_one("#summary").render())
+    assert not any(s.running for s in services.values()), "quitting stops the services"
+
+
+async def test_keys_start_stop_and_toggle_and_the_database_agrees(config):
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.press("x")  # first row: tracker
+        assert desired(config, "tracker") == (0, None)
+        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+        assert cell(app, "tracker", "want") == "off"
+        assert not services["tracker"].running
+
+        await pilot.press("space")
+        assert desired(config, "tracker") == (1, None)
+        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "● running")
+
+        await pilot.press("down", "enter")  # enter toggles too: roon_tracker off
+        assert desired(config, "roon_tracker") == (0, None)
+        await wait_until(pilot, lambda: cell(app, "roon_tracker", "want") == "off")
+
+        await pilot.press("s")
+        assert desired(config, "roon_tracker") == (1, None)
+        await wait_until(pilot, lambda: cell(app, "roon_tracker", "state") == "● running")
+
+
+async def test_all_off_all_on_and_mode(config):
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.press("X")
+        for name in services:
+            assert desired(config, name)[0] == 0
+        await wait_until(pilot, lambda: all(cell(app, n, "state") == "○ stopped" for n in services))
+        await pilot.press("A")
+        for name in services:
+            assert desired(config, name)[0] == 1
+        await wait_until(pilot, lambda: all(cell(app, n, "state") == "● running" for n in services))
+
+        await pilot.press("m")
+        assert desired(config, "scheduler") == (1, "MASSIVE")
+        await wait_until(pilot, lambda: cell(app, "scheduler", "mode") == "MASSIVE")
+        assert services["scheduler"].mode == "MASSIVE"
+        await pilot.press("m")
+        assert desired(config, "scheduler") == (1, "MAINTENANCE")
+
+
+async def test_wake_key_restores_through_the_same_path_with_its_own_summary(config):
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        first = app.last_summary
+        await pilot.press("w")
+        await wait_until(pilot, lambda: app.last_summary is not first)
+        assert app.last_summary.trigger == "wake"
+        assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
+        assert all(s.starts == 2 for s in services.values())
+        await pilot.pause(0.2)
+        text = "\n".join(line.text for line in app.log_view.lines)
+        assert "wake requested — recovering" in text
+
+
+async def test_the_ui_answers_keys_while_a_hung_service_is_restoring(config):
+    config = config.with_overrides(restore_timeout=2.0)
+    engine, services = scripted_engine(config, roon_tracker={"hang": True})
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "● running")
+        assert app.last_summary is None, "restoration still running"
+        await pilot.press("x")
+        assert desired(config, "tracker") == (0, None)
+        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped", timeout=1.0)
+        assert app.last_summary is None, "the key acted before restoration ended"
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        assert app.last_summary.failed == {"roon_tracker": "start timed out after 2.0 s"}
+        await wait_until(pilot, lambda: cell(app, "roon_tracker", "state").startswith("◌ backoff"))
+
+
+async def test_the_log_is_bounded_and_does_not_yank_a_reader(config):
+    engine, _ = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        emit = app.supervisor._emit
+        for i in range(LOG_MAX_LINES + 500):
+            emit(LogEvent(f"line {i}", at=0.0))
+        await pilot.pause(0.3)
+        log = app.log_view
+        assert len(log.lines) == LOG_MAX_LINES
+        assert log.lines[-1].text.endswith(f"line {LOG_MAX_LINES + 499}")
+
+        log.focus()
+        await pilot.press("home")  # the reader goes back to the top to read
+        await pilot.pause(0.1)
+        assert log.scroll_y == 0
+        for i in range(50):
+            emit(LogEvent(f"more {i}", at=0.0))
+        await pilot.pause(0.3)
+        assert log.scroll_y == 0, "a reader scrolled up keeps their place"
+        assert log.lines[-1].text.endswith("more 49")
+
+
+async def test_command_palette_lists_the_actions(config):
+    engine, _ = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Start tracker", "Stop roon_tracker", "Start all services",
+                         "Stop all services", "Cycle scheduler mode", "Simulate wake"):
+            assert expected in titles
+        stop_tracker = next(c for c in app.get_system_commands(app.screen) if c.title == "Stop tracker")
+        await stop_tracker.callback()
+        assert desired(config, "tracker") == (0, None)
+        await wait_until(pilot, lambda: app.supervisor.view("tracker").state is RunState.STOPPED)
+
+
+async def test_a_toggle_that_cannot_be_saved_is_not_shown_as_done(config):
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await engine.store.db.execute("PRAGMA query_only = 1")  # every write now fails
+        await pilot.press("x")
+        await pilot.pause(0.3)
+        assert cell(app, "tracker", "want") == "on"
+        assert cell(app, "tracker", "state") == "● running"
+        assert services["tracker"].running
+        text = "\n".join(line.text for line in app.log_view.lines)
+        assert "cannot write to database" in text
+        await engine.store.db.execute("PRAGMA query_only = 0")
+    assert desired(config, "tracker") == (1, None)
+
+
+async def test_first_run_without_a_config_says_what_to_do(config):
+    app = AimeApp(Engine(config))  # the real services, nothing configured
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.pause(0.2)
+        assert app.last_summary.failed == {
+            "tracker": f"set lastfm.api_key in {config.config_path}",
+            "roon_tracker": f"set roon.host in {config.config_path}",
+        }
+        assert cell(app, "tracker", "state") == "✖ needs attention"
+        assert cell(app, "scheduler", "state") == "● running"
+        assert str(app.query_one("#detail").render()) == (
+            f"tracker needs attention: set lastfm.api_key in {config.config_path}"
+        )
+        text = "\n".join(line.text for line in app.log_view.lines)
+        assert "aime-tui init" in text and "aime-tui --demo" in text
+
+
+def test_scheduler_detail_shows_backfill_progress():
+    from aime_tui.supervisor import ServiceView
+    from aime_tui.ui.cells import detail_text
+
+    view = ServiceView(
+        name="scheduler", state=RunState.RUNNING, wanted=True, mode="MASSIVE", reason=None,
+        retry_in=None, restarts=0,
+        status={"pages_done": 120, "total_pages": 250, "backfill_plays": 24000,
+                "backfill_total": 50000, "eta": 240.0, "running": True},
+    )
+    assert detail_text(view) == (
+        "scheduler running · backfill 120/250 pages, 24,000 of 50,000 plays, ETA 4 min 00 s"
+    )

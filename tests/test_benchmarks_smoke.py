@@ -1,0 +1,49 @@
+"""Every benchmark runs in quick mode and reports sane numbers (targets are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "lag", "memory", "kill9")
+
+
+def test_every_benchmark_runs_in_quick_mode(tmp_path):
+    results_path = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--silent", "--tmp-dir", str(tmp_path),
+         "--json", str(results_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    results = json.loads(results_path.read_text())
+    assert results["errors"] == {}, run.stderr
+    assert run.returncode == 0, run.stderr
+    assert "targets met" in run.stdout
+
+    figures = results["figures"]
+    assert {figure["benchmark"] for figure in figures} >= set(BENCHMARKS) | {"isolation"}
+    for figure in figures:
+        value = figure["value"]
+        assert value["n"] >= 1, figure["name"]
+        for key in ("median", "p95", "p99"):
+            assert math.isfinite(value[key]), figure["name"]
+        if figure["benchmark"] not in ("kill9",) and "cost per service" not in figure["name"]:
+            assert value["median"] > 0, figure["name"]
+        if figure["baseline"] is not None:
+            assert figure["baseline"]["median"] > 0, figure["name"]
+
+    by_name = {figure["name"]: figure for figure in figures}
+    ingest = next(f for f in figures if f["name"].startswith("backfill ingest"))
+    assert ingest["value"]["median"] > ingest["baseline"]["median"], "batched beats one commit per row"
+    soak = next(f for f in figures if f["name"].startswith("kill -9 soak"))
+    assert soak["value"]["max"] == 0 and soak["extra"]["corrupt"] == 0, soak["extra"]["failures"]
+    assert soak["extra"]["acknowledged"] > soak["extra"]["kills"]
+    for name, figure in by_name.items():
+        if figure["unit"] == "MB":
+            assert 5 < figure["value"]["max"] < 2000, name
+        if figure["unit"] == "ms" and name.startswith("loop lag"):
+            assert figure["value"]["median"] < 1000, name

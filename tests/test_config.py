@@ -1,0 +1,101 @@
+"""Config: file, environment overrides, defaults, clear errors, masked secrets."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from aime_tui.config import (
+    CONFIG_TEMPLATE,
+    ConfigError,
+    load_config,
+    mask_secret,
+    write_config_template,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file(tmp_path):
+    config = load_config(config_path=tmp_path / "missing.toml", data_dir=tmp_path, env={})
+    assert config.lastfm.api_key == "" and config.lastfm.missing() == "lastfm.api_key"
+    assert config.scheduler.mode == "MAINTENANCE"
+    assert config.restore_timeout == 3.0
+    assert config.first_launch_defaults() == {
+        "tracker": (True, None),
+        "roon_tracker": (True, None),
+        "scheduler": (True, "MAINTENANCE"),
+    }
+    assert config.db_path == tmp_path / "aime.db"
+
+
+def test_environment_beats_the_file(tmp_path):
+    path = write(tmp_path / "c.toml", '[lastfm]\napi_key = "from-file"\nuser = "ana"\n'
+                 '[scheduler]\nenabled = true\nmode = "MAINTENANCE"\n[restore]\ntimeout = 5\n')
+    env = {
+        "AIME_LASTFM_API_KEY": "from-env",
+        "AIME_ENABLE_SCHEDULER": "0",
+        "AIME_SCHEDULER_MODE": "massive",
+        "AIME_RESTORE_TIMEOUT": "1.5",
+        "AIME_ROON_HOST": "core.local",
+        "AIME_ROON_PORT": "9100",
+        "AIME_DATA_DIR": str(tmp_path / "data"),
+    }
+    config = load_config(config_path=path, env=env)
+    assert config.lastfm.api_key == "from-env"
+    assert config.lastfm.user == "ana"
+    assert config.scheduler.enabled is False and config.scheduler.mode == "MASSIVE"
+    assert config.restore_timeout == 1.5
+    assert (config.roon.host, config.roon.port) == ("core.local", 9100)
+    assert config.data_dir == tmp_path / "data"
+    assert config.first_launch_defaults()["scheduler"] == (False, "MASSIVE")
+
+
+def test_the_demo_gets_its_own_data_dir(tmp_path):
+    config = load_config(config_path=tmp_path / "none.toml", env={}, demo=True)
+    assert config.data_dir.name == "demo"
+
+
+@pytest.mark.parametrize(
+    "text, env, message",
+    [
+        ("[lastfm\n", {}, "not valid TOML"),
+        ('[scheduler]\nmode = "TURBO"\n', {}, "[scheduler] mode: expected MAINTENANCE or MASSIVE"),
+        ("[restore]\ntimeout = -1\n", {}, "[restore] timeout: must be at least 0.1"),
+        ("[roon]\nport = \"abc\"\n", {}, "[roon] port: expected a number"),
+        ("lastfm = 3\n", {}, "[lastfm] must be a table"),
+        ("", {"AIME_ENABLE_SCHEDULER": "perhaps"}, "AIME_ENABLE_SCHEDULER: expected true or false"),
+        ("", {"AIME_RESTORE_TIMEOUT": "soon"}, "AIME_RESTORE_TIMEOUT: expected a number"),
+    ],
+)
+def test_bad_values_name_where_they_came_from(tmp_path, text, env, message):
+    path = write(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_path=path, data_dir=tmp_path, env=env)
+    assert message in str(caught.value)
+    if not env:
+        assert str(path) in str(caught.value)
+
+
+def test_secrets_are_masked():
+    assert mask_secret("") == "(not set)"
+    assert mask_secret("short") == "*****"
+    masked = mask_secret("0123456789abcdef0123456789abcdef")
+    assert masked.endswith("cdef") and "0123456789" not in masked
+
+
+def test_init_writes_a_parseable_template_and_never_overwrites(tmp_path):
+    path = tmp_path / "conf" / "config.toml"
+    write_config_template(path)
+    assert path.read_text() == CONFIG_TEMPLATE
+    assert path.stat().st_mode & 0o777 == 0o600, "it will hold an API key"
+    parsed = tomllib.loads(path.read_text())
+    assert set(parsed) == {"lastfm", "roon", "scheduler", "restore"}
+    assert load_config(config_path=path, data_dir=tmp_path, env={}).scheduler.mode == "MAINTENANCE"
+    with pytest.raises(ConfigError, match="already exists"):
+        write_config_template(path)

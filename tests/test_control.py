@@ -1,0 +1,317 @@
+"""The control socket and the commands of a second shell, against a real headless instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from aime_tui.control import ControlError, Unreachable, request
+from aime_tui.instance import InstanceLock
+from test_e2e_tmux import EXECUTABLE
+
+pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
+
+
+class Headless:
+    """`aime-tui --headless` in a subprocess, stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, *, demo: bool = True, env: dict[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.data_dir = tmp_path / "data"
+        self.env = {
+            **os.environ,
+            "AIME_DEMO_FAULTS": "0",
+            "AIME_CONFIG": str(tmp_path / "no-config.toml"),
+            **(env or {}),
+        }
+        self.argv = [str(EXECUTABLE), *(["--demo"] if demo else []), "--headless", "--data-dir", str(self.data_dir)]
+        self.process: subprocess.Popen | None = None
+        self.log: list[str] = []
+
+    def start(self, until: str = "Restored") -> "Headless":
+        self.process = subprocess.Popen(self.argv, env=self.env, stderr=subprocess.PIPE, text=True)
+        self.wait_for(until)
+        return self
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} never logged; saw:\n{''.join(self.log[-20:])}")
+
+    def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(EXECUTABLE), *args, "--data-dir", str(self.data_dir)],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def ask(self, message: dict, timeout: float = 5.0) -> dict:
+        return request(self.data_dir / "aime.sock", message, timeout=timeout)
+
+    def stop(self) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+        return self.process.returncode if self.process is not None else 0
+
+    def desired(self) -> dict[str, tuple[int, str | None]]:
+        with sqlite3.connect(self.data_dir / "aime.db") as db:
+            rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
+        return {name: (active, mode) for name, active, mode in rows}
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory):
+    headless = Headless(tmp_path_factory.mktemp("control")).start("Restored 3 succeeded")
+    yield headless
+    assert headless.stop() == 0
+
+
+def test_the_socket_is_private_to_its_owner(instance):
+    mode = (instance.data_dir / "aime.sock").stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_status_lists_the_running_services(instance):
+    result = instance.cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["instance"]["pid"] == instance.process.pid
+    assert answer["instance"]["summary"]["line"].startswith("Restored 3 succeeded")
+    states = {view["name"]: (view["state"], view["wanted"]) for view in answer["services"]}
+    assert states == {name: ("running", True) for name in ("tracker", "roon_tracker", "scheduler")}
+
+    table = instance.cli("status").stdout.splitlines()
+    assert table[0].startswith(f"instance pid {instance.process.pid} · up ")
+    assert table[2].split() == ["name", "state", "wanted", "mode", "uptime", "↺", "last", "check", "found", "last", "error"]
+    tracker = next(line for line in table if line.startswith("tracker "))
+    assert "● running" in tracker and " on " in tracker
+
+
+def test_a_stop_is_acknowledged_only_once_it_is_saved(instance):
+    result = instance.cli("stop", "roon_tracker")
+    # The moment the command returns, the database already says so.
+    assert instance.desired()["roon_tracker"][0] == 0
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "roon_tracker: stop saved; the running instance is stopping it\n"
+    deadline = time.monotonic() + 5
+    while instance.ask({"cmd": "status"})["services"][1]["state"] != "stopped":
+        assert time.monotonic() < deadline, "roon_tracker never stopped"
+        time.sleep(0.05)
+
+    result = instance.cli("start", "roon_tracker")
+    assert instance.desired()["roon_tracker"][0] == 1
+    assert result.returncode == 0, result.stderr
+
+
+def test_mode_is_saved_and_applied(instance):
+    result = instance.cli("mode", "massive")
+    assert result.returncode == 0, result.stderr
+    assert instance.desired()["scheduler"][1] == "MASSIVE"
+    views = {view["name"]: view for view in instance.ask({"cmd": "status"})["services"]}
+    assert views["scheduler"]["mode"] == "MASSIVE"
+    assert instance.cli("mode", "MAINTENANCE").returncode == 0
+    assert instance.desired()["scheduler"][1] == "MAINTENANCE"
+
+
+def test_wake_answers_with_the_restoration_summary(instance):
+    result = instance.cli("wake")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Restored 3 succeeded, 0 failed in ")
+
+
+def test_bad_requests_get_one_line_refusals(instance):
+    with pytest.raises(ControlError, match="no service named 'nope' \\(known: tracker, roon_tracker, scheduler\\)"):
+        instance.ask({"cmd": "start", "service": "nope"})
+    with pytest.raises(ControlError, match="unknown command 'launch'"):
+        instance.ask({"cmd": "launch"})
+    with pytest.raises(ControlError, match="MAINTENANCE"):
+        instance.ask({"cmd": "mode", "mode": "TURBO"})
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(5)
+        raw.connect(str(instance.data_dir / "aime.sock"))
+        raw.sendall(b"not json\n")
+        answer = json.loads(raw.makefile().readline())
+    assert answer["ok"] is False and answer["error"].startswith("bad request")
+
+    for args, error in (
+        (("start", "nope"), "aime-tui: unknown service 'nope' (known: tracker, roon_tracker, scheduler)\n"),
+        (("mode", "TURBO"), "aime-tui: unknown mode 'TURBO' (modes: MAINTENANCE, MASSIVE)\n"),
+    ):
+        result = instance.cli(*args)
+        assert (result.returncode, result.stderr) == (2, error)
+    result = instance.cli("stop")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+
+
+def test_a_silent_client_does_not_block_others(instance):
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.connect(str(instance.data_dir / "aime.sock"))
+        began = time.monotonic()
+        assert len(instance.ask({"cmd": "status"})["services"]) == 3
+        assert time.monotonic() - began < 1.0
+
+
+def test_subscribers_see_events_live(instance):
+    with socket.socket(socket.AF_UNIX) as stream:
+        stream.settimeout(5)
+        stream.connect(str(instance.data_dir / "aime.sock"))
+        stream.sendall(b'{"cmd": "subscribe"}\n')
+        lines = stream.makefile()
+        first = json.loads(lines.readline())
+        assert first["ok"] and len(first["services"]) == 3
+        instance.ask({"cmd": "stop", "service": "tracker"})
+        events = [json.loads(lines.readline()) for _ in range(3)]
+        instance.ask({"cmd": "start", "service": "tracker"})
+    assert {"event": "log", "text": "tracker wanted off (saved)"}.items() <= next(e for e in events if e["event"] == "log").items()
+    states = [e["view"]["state"] for e in events if e["event"] == "state"]
+    assert states and states[0] == "running" and all(e["view"]["name"] == "tracker" for e in events if e["event"] == "state")
+
+
+def test_with_no_instance_changes_go_to_the_database_and_apply_at_next_launch(tmp_path):
+    headless = Headless(tmp_path)
+    result = headless.cli("stop", "roon_tracker")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "roon_tracker: wanted off — no running instance: saved, applies at next launch\n"
+    assert headless.cli("mode", "MASSIVE").returncode == 0
+    status = headless.cli("status")
+    assert status.stdout.startswith(f"no running instance on {headless.data_dir}")
+    assert "off" in next(line for line in status.stdout.splitlines() if line.startswith("roon_tracker"))
+    assert (headless.cli("wake").returncode, headless.cli("retry", "tracker").returncode) == (1, 1)
+
+    headless.start("Restored 2 succeeded")
+    try:
+        views = {view["name"]: view for view in headless.ask({"cmd": "status"})["services"]}
+        assert views["roon_tracker"]["state"] == "stopped" and not views["roon_tracker"]["wanted"]
+        assert views["scheduler"]["mode"] == "MASSIVE"
+    finally:
+        assert headless.stop() == 0
+    # A clean exit takes its socket file with it.
+    assert not (headless.data_dir / "aime.sock").exists()
+
+
+def test_a_stale_socket_file_is_replaced_at_launch(tmp_path):
+    headless = Headless(tmp_path)
+    headless.data_dir.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(headless.data_dir / "aime.sock"))
+    stale.close()  # the file stays, nobody listens: what a kill -9 leaves
+    assert headless.cli("status").stdout.startswith("no running instance")
+    headless.start("Restored 3 succeeded")
+    try:
+        assert headless.ask({"cmd": "status"})["pid"] == headless.process.pid
+    finally:
+        headless.stop()
+
+
+def test_a_live_lock_with_a_dead_socket_is_exit_3(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(data_dir / "aime.sock"))
+    dead.close()
+    with InstanceLock(data_dir / "aime.lock"):
+        with pytest.raises(Unreachable, match="dead socket file"):
+            request(data_dir / "aime.sock", {"cmd": "status"}, timeout=2)
+        for command in (("status",), ("stop", "tracker"), ("health",)):
+            result = subprocess.run(
+                [str(EXECUTABLE), *command, "--data-dir", str(data_dir)],
+                capture_output=True, text=True, timeout=20, env={**os.environ, "AIME_CONFIG": str(tmp_path / "x.toml")},
+            )
+            assert result.returncode == 3, (command, result.stderr)
+            if command != ("health",):
+                assert result.stderr.startswith(f"aime-tui: instance pid {os.getpid()} holds {data_dir} but does not answer")
+                assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_client_never_hangs_on_a_server_that_does_not_answer(tmp_path):
+    path = tmp_path / "mute.sock"
+    with socket.socket(socket.AF_UNIX) as mute:
+        mute.bind(str(path))
+        mute.listen(1)
+        began = time.monotonic()
+        with pytest.raises(Unreachable, match="no answer"):
+            request(path, {"cmd": "status"}, timeout=0.5)
+        assert time.monotonic() - began < 1.5
+
+
+def test_headless_notifies_systemd(tmp_path):
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(15)
+        headless = Headless(tmp_path, env={"NOTIFY_SOCKET": str(notify_path)})
+        headless.process = subprocess.Popen(headless.argv, env=headless.env, stderr=subprocess.DEVNULL)
+        try:
+            ready = notify.recv(4096).decode()
+            assert ready.splitlines()[0] == "READY=1"
+            assert ready.splitlines()[1].startswith("STATUS=Restored 3 succeeded, 0 failed")
+            # Services are up when READY=1 arrives: systemd may start dependants now.
+            assert all(v["state"] == "running" for v in headless.ask({"cmd": "status"})["services"])
+        finally:
+            assert headless.stop() == 0
+        assert notify.recv(4096) == b"STOPPING=1"
+
+
+async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leaving_it_running(tmp_path):
+    from aime_tui.config import load_config
+    from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.remote import RemoteEngine
+    from test_app import cell, wait_until
+
+    headless = Headless(tmp_path).start("Restored 3 succeeded")
+    try:
+        config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
+        app = AimeApp(RemoteEngine(config), subtitle="attached")
+        async with app.run_test(size=(110, 32)) as pilot:
+            await wait_until(pilot, lambda: cell(app, "scheduler", "state") == "● running")
+            await wait_until(pilot, lambda: "Restored 3 succeeded" in str(app.query_one("#summary").render()))
+            await pilot.press("x")  # the first row, tracker: stopped in the other process
+            assert headless.desired()["tracker"][0] == 0
+            await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+            # Its log lines arrive here too.
+            await wait_until(pilot, lambda: any("tracker wanted off (saved)" in line.text for line in app.log_view.lines))
+            await pilot.press("q")
+        assert headless.process.poll() is None, "detaching leaves the instance running"
+        states = [view["state"] for view in headless.ask({"cmd": "status"})["services"]]
+        assert states == ["stopped", "running", "running"]
+    finally:
+        assert headless.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path):
+    from test_e2e_tmux import TmuxSession
+
+    headless = Headless(tmp_path).start("Restored 3 succeeded")
+    session = TmuxSession(tmp_path)
+    try:
+        session.launch(
+            "--demo", "--data-dir", str(headless.data_dir),
+            env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "no-config.toml")},
+        )
+        session.wait_for(f"attached to pid {headless.process.pid}")
+        session.wait_for("Restored 3 succeeded")
+        session.tmux("send-keys", "-t", session.name, "q")
+        session.wait_gone(timeout=5)
+        assert headless.process.poll() is None
+        assert all(v["state"] == "running" for v in headless.ask({"cmd": "status"})["services"])
+    finally:
+        session.kill()
+        headless.stop()

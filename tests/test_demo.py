@@ -1,0 +1,68 @@
+"""The demo engine: real services against the loopback fakes, faults and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aime_tui.engine import Engine
+from aime_tui.supervisor import RunState
+
+
+async def wait_for(predicate, timeout):
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_demo_first_start_fails_with_a_reason_then_recovers_by_itself(config):
+    engine = Engine(config.with_overrides(demo=True, demo_faults=True))
+    supervisor = await engine.open()
+    try:
+        summary = await supervisor.restore()
+        assert sorted(summary.succeeded) == ["scheduler", "tracker"]
+        assert list(summary.failed) == ["roon_tracker"]
+        assert "no answer" in summary.failed["roon_tracker"] or "timed out" in summary.failed["roon_tracker"]
+        assert supervisor.view("roon_tracker").state is RunState.BACKOFF
+        # Full jitter on the first retry waits at most 5 s.
+        await wait_for(lambda: supervisor.view("roon_tracker").state is RunState.RUNNING, 8)
+        assert supervisor.view("roon_tracker").restarts == 1
+        tracker = supervisor.view("tracker").status
+        assert tracker["tracks_found"] == 200, "the first poll stores the newest page"
+        assert await engine.store.count_plays("lastfm") == 200
+    finally:
+        await engine.close()
+
+
+async def test_slow_wake_keeps_roon_out_then_it_comes_back(config):
+    engine = Engine(config.with_overrides(demo=True, demo_faults=False))
+    supervisor = await engine.open()
+    try:
+        first = await supervisor.restore()
+        assert first.failed == {}
+        summary = await engine.simulate_slow_wake(unreachable=1.0)
+        assert summary.trigger == "wake"
+        assert sorted(summary.succeeded) == ["scheduler", "tracker"]
+        assert list(summary.failed) == ["roon_tracker"]
+        assert summary.elapsed < 2.5, "the others did not wait for Roon"
+        await wait_for(lambda: supervisor.view("roon_tracker").state is RunState.RUNNING, 8)
+    finally:
+        await engine.close()
+
+
+async def test_heartbeat_restarts_a_wanted_service_found_not_running(config):
+    engine = Engine(config.with_overrides(demo=True, demo_faults=False))
+    supervisor = await engine.open()
+    try:
+        await supervisor.restore()
+        # The scheduler dies without telling anyone: the supervisor still thinks it runs.
+        await supervisor.service("scheduler").stop()
+        assert supervisor.view("scheduler").state is RunState.RUNNING
+        heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0.05, every=0.05))
+        await wait_for(lambda: supervisor.view("scheduler").status["running"], 8)
+        assert supervisor.view("scheduler").state is RunState.RUNNING
+        assert supervisor.view("scheduler").restarts == 1
+        heartbeat.cancel()
+    finally:
+        await engine.close()

@@ -1,0 +1,229 @@
+"""Availability arithmetic, replayed from a real transitions table with known timestamps."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from aime_tui import history
+from aime_tui.store import Store
+
+from test_e2e_tmux import EXECUTABLE
+
+HOUR = 3600.0
+NOW = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path):
+    clock = Clock()
+    store = await Store.open(tmp_path / "aime.db", clock=clock)
+    await store.ensure_defaults({"tracker": (True, None), "roon_tracker": (True, None), "scheduler": (True, "MAINTENANCE")})
+    store.clock = clock
+    yield store
+    await store.close()
+
+
+async def at(store, when: float, service: str, before: str, after: str, reason: str) -> None:
+    store.clock.now = when
+    await store.record_transition(service, before, after, reason)
+
+
+async def want(store, when: float, service: str, wanted: bool) -> None:
+    store.clock.now = when
+    await store.set_desired(service, wanted, "user")
+
+
+async def run(store, when: float, service: str, reason: str = "launch") -> None:
+    await at(store, when, service, "stopped", "starting", reason)
+    await at(store, when, service, "starting", "running", reason)
+
+
+async def halt(store, when: float, service: str, reason: str = "shutdown") -> None:
+    await at(store, when, service, "running", "stopping", reason)
+    await at(store, when, service, "stopping", "stopped", reason)
+
+
+def load(store, name: str, *, alive: bool = True):
+    (item,) = history.load(store.path, [name], now=NOW, alive=alive)
+    return {window.label: window for window in item.windows}, item
+
+
+async def test_an_outage_with_a_backoff_recovery(store):
+    start = NOW - 10 * HOUR
+    await run(store, start, "tracker")
+    await at(store, NOW - 4 * HOUR, "tracker", "running", "stopping", "error")
+    await at(store, NOW - 4 * HOUR, "tracker", "stopping", "backoff", "backoff")
+    await at(store, NOW - 3 * HOUR, "tracker", "backoff", "starting", "backoff")
+    await at(store, NOW - 3 * HOUR + 30, "tracker", "starting", "running", "backoff")
+
+    windows, item = load(store, "tracker")
+    day = windows["24 h"]
+    # Tracked since its first row, 10 h ago: wanted all along, down 1 h 30 s of it.
+    assert day.seconds == 10 * HOUR
+    assert day.wanted == 10 * HOUR and day.unrecorded == 0
+    assert day.running == 9 * HOUR - 30
+    assert day.share == pytest.approx((9 * HOUR - 30) / (10 * HOUR))
+    assert item.restarts == {"24 h": 1, "7 d": 1}
+    assert [(row.from_state, row.to_state) for row in item.failures] == [("stopping", "backoff")]
+    assert item.transitions[0].to_state == "starting" and item.transitions[-1].to_state == "running"
+
+
+async def test_time_not_wanted_does_not_count_against_it(store):
+    await run(store, NOW - 8 * HOUR, "roon_tracker")
+    await want(store, NOW - 6 * HOUR, "roon_tracker", False)
+    await halt(store, NOW - 6 * HOUR, "roon_tracker", "user")
+    await want(store, NOW - 2 * HOUR, "roon_tracker", True)
+    await at(store, NOW - 2 * HOUR, "roon_tracker", "stopped", "starting", "user")
+    await at(store, NOW - 1 * HOUR, "roon_tracker", "starting", "running", "user")
+
+    windows, _ = load(store, "roon_tracker")
+    day = windows["24 h"]
+    # Wanted 8 h − 4 h off = 4 h; running 2 h then 1 h.
+    assert day.wanted == 4 * HOUR
+    assert day.running == 3 * HOUR
+    assert day.share == pytest.approx(0.75)
+
+
+async def test_a_clean_shutdown_is_downtime_while_wanted(store):
+    await run(store, NOW - 12 * HOUR, "scheduler")
+    await halt(store, NOW - 9 * HOUR, "scheduler")  # aime-tui stopped overnight
+    await run(store, NOW - 1 * HOUR, "scheduler")
+    windows, _ = load(store, "scheduler")
+    assert windows["24 h"].wanted == 12 * HOUR
+    assert windows["24 h"].running == 4 * HOUR
+    assert windows["24 h"].unrecorded == 0
+
+
+async def test_an_unrecorded_death_is_not_guessed(store):
+    await run(store, NOW - 10 * HOUR, "tracker")
+    # kill -9 at some unknown moment: the next launch starts from "stopped" while the
+    # last row said "running".
+    await run(store, NOW - 2 * HOUR, "tracker")
+    windows, _ = load(store, "tracker")
+    day = windows["24 h"]
+    assert day.unrecorded == 8 * HOUR
+    assert day.wanted == 2 * HOUR and day.running == 2 * HOUR
+    assert day.share == 1.0
+
+
+async def test_running_with_no_instance_alive_is_unrecorded_since_the_last_row(store):
+    await run(store, NOW - 5 * HOUR, "tracker")
+    windows, _ = load(store, "tracker", alive=False)
+    assert windows["24 h"].unrecorded == 5 * HOUR
+    assert windows["24 h"].share is None
+    windows, _ = load(store, "tracker", alive=True)
+    assert windows["24 h"].running == 5 * HOUR and windows["24 h"].share == 1.0
+
+
+async def test_the_week_window_sees_what_the_day_window_does_not(store):
+    await run(store, NOW - 10 * 24 * HOUR, "tracker")  # before the 7-day window
+    await at(store, NOW - 3 * 24 * HOUR, "tracker", "running", "stopping", "error")
+    await at(store, NOW - 3 * 24 * HOUR, "tracker", "stopping", "needs attention", "error")
+    await at(store, NOW - 3 * 24 * HOUR + 6 * HOUR, "tracker", "needs attention", "starting", "retry")
+    await at(store, NOW - 3 * 24 * HOUR + 6 * HOUR, "tracker", "starting", "running", "retry")
+
+    windows, item = load(store, "tracker")
+    assert windows["24 h"].share == 1.0 and windows["24 h"].wanted == 24 * HOUR
+    week = windows["7 d"]
+    # The state at the window's start comes from the row before it.
+    assert week.wanted == 7 * 24 * HOUR
+    assert week.running == 7 * 24 * HOUR - 6 * HOUR
+    assert item.restarts == {"24 h": 0, "7 d": 0}  # a user's retry is not an automatic restart
+    assert [row.to_state for row in item.failures] == ["needs attention"]
+
+
+async def test_a_service_with_no_rows_has_nothing_recorded(store):
+    windows, item = load(store, "roon_tracker")
+    assert windows["24 h"].seconds == 0 and windows["24 h"].share is None
+    assert history.report_lines(item)[1:] == [
+        "  last 24 h: nothing recorded", "  last 7 d: nothing recorded", "  no transitions recorded",
+    ]
+
+
+@pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
+async def test_the_history_command_prints_the_same(store, tmp_path):
+    import time
+
+    now = time.time()
+    await run(store, now - 4 * HOUR, "tracker")
+    await at(store, now - 2 * HOUR, "tracker", "running", "stopping", "error")
+    await at(store, now - 2 * HOUR, "tracker", "stopping", "backoff", "backoff")
+    await at(store, now - 1 * HOUR, "tracker", "backoff", "starting", "backoff")
+    await at(store, now - 1 * HOUR, "tracker", "starting", "running", "backoff")
+    result = subprocess.run(
+        [str(EXECUTABLE), "history", "tracker", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=20, env={"AIME_CONFIG": str(tmp_path / "none.toml"), "TZ": "UTC"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "tracker"
+    # No instance runs and the last row says running: the last hour is unrecorded.
+    assert lines[1] == "  last 24 h: available 66.7 % (running 2 h 0 min of 3 h 0 min wanted), 1 h 0 min unrecorded, 1 restart"
+    assert "  recent failures:" in lines
+    assert any(line.endswith("running → stopping  (error)") for line in lines)
+
+
+@pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
+def test_the_history_command_refuses_an_unknown_service(tmp_path):
+    result = subprocess.run(
+        [str(EXECUTABLE), "history", "trakcer", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=20, env={"AIME_CONFIG": str(tmp_path / "none.toml")},
+    )
+    assert result.returncode == 2
+    assert result.stderr == "aime-tui: unknown service 'trakcer' (known: tracker, roon_tracker, scheduler)\n"
+
+
+async def test_h_opens_the_history_screen_and_escape_closes_it(config):
+    from scripted import scripted_engine
+    from test_app import wait_until
+
+    from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.history_screen import HistoryScreen
+
+    engine, _ = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.press("x")  # the user stops the tracker
+        await wait_until(pilot, lambda: app.supervisor.view("tracker").state.value == "stopped")
+        await pilot.pause(0.1)  # runtime rows are written just after the change
+        await pilot.press("h")
+        assert isinstance(app.screen, HistoryScreen)
+
+        def shown(name: str) -> str:
+            return str(app.screen.query_one(f"#history-{name}").render())
+
+        await wait_until(pilot, lambda: "stopping → stopped  (user)" in shown("tracker"))
+        tracker = shown("tracker")
+        assert "last 24 h  available " in tracker
+        assert "wanted → unwanted  (user)" in tracker
+        assert "starting → running  (launch)" in shown("scheduler")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HistoryScreen)
+
+
+async def test_service_keys_do_nothing_over_the_history_screen(config):
+    from scripted import scripted_engine
+    from test_app import wait_until
+
+    from aime_tui.ui.app import AimeApp
+
+    engine, services = scripted_engine(config)
+    app = AimeApp(engine)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await wait_until(pilot, lambda: app.last_summary is not None)
+        await pilot.press("h", "x", "space")
+        await pilot.pause(0.1)
+        assert app.supervisor.view("tracker").wanted and services["tracker"].running
+        await pilot.press("escape", "x")
+        assert not app.supervisor.view("tracker").wanted

@@ -1,0 +1,688 @@
+"""The Last.fm client, the tracker service, and the loopback fake they run against.
+
+Everything talks to a real FakeLastfm over loopback HTTP and a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from aime_tui.config import LastfmConfig
+from aime_tui.demo.lastfm_fake import FakeLastfm
+from aime_tui.lastfm_api import LastfmClient, LastfmError, RecentTracksPage, classify
+from aime_tui.services.base import NeedsAttention, RetryAfter
+from aime_tui.services.tracker import LastfmTracker
+from aime_tui.store import Play, Store
+from aime_tui.supervisor import RunState, ServiceView, Supervisor
+
+NEWEST = 1_700_000_000
+SPACING = 60
+USER = "alice"
+SECRET = "sekret-KEY-0123456789abcdef"
+
+
+@pytest.fixture
+async def fake():
+    server = FakeLastfm(user=USER, api_key=SECRET, plays=450, newest=NEWEST, spacing=SPACING)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(fake):
+    async with LastfmClient(fake.url, SECRET, USER, timeout=0.5) as lastfm:
+        yield lastfm
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "aime.db")
+    yield store
+    await store.close()
+
+
+def tracker_config(fake: FakeLastfm, **changes) -> LastfmConfig:
+    config = LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600)
+    return replace(config, **changes)
+
+
+async def wire(fake: FakeLastfm, **params) -> dict:
+    """The fake's JSON as sent, to prove a test exercises the quirk it claims to."""
+    query = {"method": "user.getrecenttracks", "user": fake.user, "api_key": fake.api_key,
+             "format": "json", **params}
+    async with httpx.AsyncClient() as http:
+        return (await http.get(fake.url, params=query)).json()
+
+
+async def stored_plays(store: Store) -> list[Play]:
+    async with store.db.execute(
+        "SELECT source, account, played_at, artist, title, album FROM plays"
+        " ORDER BY played_at DESC, id"
+    ) as cursor:
+        return [Play(*row) for row in await cursor.fetchall()]
+
+
+async def wait_until(condition, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def failure_of(client: LastfmClient, **params) -> LastfmError:
+    with pytest.raises(LastfmError) as caught:
+        await client.recent_tracks(**params)
+    return caught.value
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+async def test_string_numbers_become_ints(fake, client):
+    sent = await wire(fake, limit=200, page=2)
+    assert sent["recenttracks"]["@attr"]["totalPages"] == "3"
+    assert sent["recenttracks"]["track"][0]["date"]["uts"] == str(NEWEST - 200 * SPACING)
+
+    page = await client.recent_tracks(page=2)
+
+    assert (page.page, page.total_pages, page.total) == (2, 3, 450)
+    assert page.plays == fake.history[200:400]
+    assert all(type(play.played_at) is int for play in page.plays)
+    assert fake.history[0].account == USER and fake.history[0].source == "lastfm"
+
+
+async def test_a_lone_track_sent_as_an_object_is_read(fake, client):
+    sent = await wire(fake, limit=1)
+    assert isinstance(sent["recenttracks"]["track"], dict)
+
+    page = await client.recent_tracks(limit=1)
+
+    assert page.plays == fake.history[:1]
+    assert page.total_pages == 450
+
+
+async def test_empty_history_has_no_track_key_and_reads_as_no_plays():
+    empty = FakeLastfm(user=USER, api_key=SECRET, plays=0)
+    await empty.start()
+    try:
+        sent = await wire(empty)
+        assert "track" not in sent["recenttracks"]
+        async with LastfmClient(empty.url, SECRET, USER) as lastfm:
+            page = await lastfm.recent_tracks()
+    finally:
+        await empty.stop()
+    assert page == RecentTracksPage(plays=[], now_playing=None, page=1, total_pages=0, total=0)
+
+
+async def test_now_playing_is_reported_apart_never_as_a_play(fake, client):
+    fake.now_playing = True
+
+    page = await client.recent_tracks(limit=5)
+    assert page.plays == fake.history[:5]
+    assert page.now_playing == fake.now_playing_track
+    assert page.now_playing.played_at == 0
+
+    # Alone on the page it comes as a single object; still not a play.
+    sent = await wire(fake, **{"from": NEWEST + 1})
+    assert sent["recenttracks"]["track"]["@attr"] == {"nowplaying": "true"}
+    page = await client.recent_tracks(from_ts=NEWEST + 1)
+    assert page.plays == [] and page.now_playing == fake.now_playing_track
+
+
+async def test_pages_follow_inclusive_from_and_to(fake, client):
+    from_ts, to_ts = NEWEST - 100 * SPACING, NEWEST - 10 * SPACING
+    collected: list[Play] = []
+    page_number = 1
+    while True:
+        page = await client.recent_tracks(page=page_number, limit=20, from_ts=from_ts, to_ts=to_ts)
+        collected += page.plays
+        if page_number >= page.total_pages:
+            break
+        page_number += 1
+
+    assert collected == fake.history[10:101]
+    assert (page.total, page.total_pages) == (91, 5)
+    assert [request["page"] for request in fake.requests] == ["1", "2", "3", "4", "5"]
+    bounds = {(request["from"], request["to"]) for request in fake.requests}
+    assert bounds == {(str(from_ts), str(to_ts))}
+
+
+async def test_page_size_is_capped_at_200(fake, client):
+    page = await client.recent_tracks(limit=500)
+    assert page.plays == fake.history[:200]
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, status, message, advice",
+    [
+        (10, 403, "Invalid API key - You must be granted a valid key by last.fm", "lastfm.api_key"),
+        (26, 403, "Suspended API key - Access for your account has been suspended", "new one"),
+        (17, 200, "Login: User required to be logged in", "privacy settings"),
+        (6, 404, "User not found", "lastfm.user"),
+    ],
+)
+async def test_faults_no_retry_fixes_need_attention(fake, client, code, status, message, advice):
+    fake.inject("error", code=code, message=message, status=status)
+    failure = await failure_of(client)
+    assert (failure.code, failure.status) == (code, status)
+
+    fault = classify(failure)
+
+    assert isinstance(fault, NeedsAttention)
+    assert advice in str(fault) and f"error {code}" in str(fault) and message in str(fault)
+
+
+async def test_the_fake_refuses_a_wrong_key_and_an_unknown_user(fake):
+    async with LastfmClient(fake.url, "wrong-key-0000000000", USER) as lastfm:
+        wrong_key = await failure_of(lastfm)
+    async with LastfmClient(fake.url, SECRET, "nobody") as lastfm:
+        unknown_user = await failure_of(lastfm)
+
+    assert (wrong_key.code, wrong_key.status) == (10, 403)
+    assert "lastfm.api_key" in str(classify(wrong_key))
+    assert (unknown_user.code, unknown_user.message) == (6, "User not found")
+    assert "lastfm.user" in str(classify(unknown_user))
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (8, "Operation failed - Most likely the backend service failed. Please try again."),
+        (11, "Service Offline - This service is temporarily offline. Try again later."),
+        (16, "There was a temporary error processing your request. Please try again"),
+    ],
+)
+async def test_backend_errors_are_transient(fake, client, code, message):
+    fake.inject("error", code=code, message=message, status=200)
+    failure = await failure_of(client)
+    assert classify(failure) is failure
+    assert str(failure) == f"Last.fm error {code}: {message}"
+
+
+async def test_http_500_is_transient_and_faults_are_used_up(fake, client):
+    fake.inject("http_500", times=2)
+    for _ in range(2):
+        failure = await failure_of(client)
+        assert classify(failure) is failure
+        assert (failure.code, failure.status) == (None, 500)
+        assert "HTTP 500" in str(failure)
+    assert (await client.recent_tracks(limit=1)).plays == fake.history[:1]
+
+
+async def test_http_429_honours_retry_after(fake, client):
+    fake.inject("http_429", retry_after=7)
+    fault = classify(await failure_of(client))
+    assert isinstance(fault, RetryAfter)
+    assert fault.delay == 7
+    assert "rate limit" in str(fault)
+
+
+async def test_a_429_without_an_error_payload_is_still_a_rate_limit():
+    # A proxy in front of Last.fm may answer 429 with an HTML page instead of error 29.
+    fault = classify(LastfmError("Last.fm answered HTTP 429", status=429, retry_after=3))
+    assert isinstance(fault, RetryAfter)
+    assert fault.delay == 3
+
+
+async def test_retry_after_may_be_an_http_date(fake, client):
+    later = datetime.now(timezone.utc) + timedelta(seconds=120)
+    fake.inject("http_429", retry_after=format_datetime(later, usegmt=True))
+    fault = classify(await failure_of(client))
+    assert isinstance(fault, RetryAfter)
+    assert 100 <= fault.delay <= 121
+
+
+async def test_rate_limits_without_retry_after_wait_a_minute(fake, client):
+    fake.inject("http_429")
+    fake.inject("error", code=29, message="Rate Limit Exceeded", status=200)
+    for _ in range(2):
+        fault = classify(await failure_of(client))
+        assert isinstance(fault, RetryAfter)
+        assert fault.delay == 60
+
+
+async def test_bad_json_is_transient(fake, client):
+    fake.inject("bad_json")
+    failure = await failure_of(client)
+    assert classify(failure) is failure
+    assert "not valid JSON" in str(failure)
+
+
+async def test_a_dropped_connection_is_transient(fake, client):
+    fake.inject("drop")
+    failure = await failure_of(client)
+    assert classify(failure) is failure
+    assert str(failure).startswith("cannot reach Last.fm")
+
+
+async def test_slow_answers_within_the_timeout_arrive(fake, client):
+    fake.inject("slow", delay=0.1)
+    assert (await client.recent_tracks(limit=1)).plays == fake.history[:1]
+
+
+@pytest.mark.parametrize("kind", ["slow", "hang"])
+async def test_no_answer_within_the_timeout_is_transient(fake, kind):
+    fake.inject(kind, delay=5)
+    async with LastfmClient(fake.url, SECRET, USER, timeout=0.2) as lastfm:
+        started = time.monotonic()
+        failure = await failure_of(lastfm)
+    assert time.monotonic() - started < 1.5
+    assert classify(failure) is failure
+    assert str(failure) == "no answer from Last.fm within 0.2 s"
+
+
+async def test_a_dead_server_is_transient():
+    gone = FakeLastfm(user=USER, api_key=SECRET, plays=1)
+    await gone.start()
+    url = gone.url
+    await gone.stop()
+    async with LastfmClient(url, SECRET, USER, timeout=0.5) as lastfm:
+        failure = await failure_of(lastfm)
+    assert classify(failure) is failure
+    assert str(failure).startswith("cannot reach Last.fm")
+
+
+async def test_the_api_key_appears_in_no_message_repr_or_log(fake, client, store, caplog):
+    caplog.set_level(logging.DEBUG)
+    faults = [
+        ("drop", {}), ("http_500", {}), ("http_429", {"retry_after": 3}), ("bad_json", {}),
+        ("slow", {"delay": 2}), ("error", {"code": 10, "message": f"Invalid API key {SECRET}"}),
+        ("error", {"code": 8, "message": "Operation failed"}),
+    ]
+    texts = [repr(client)]
+    for kind, params in faults:
+        fake.inject(kind, **params)
+        failure = await failure_of(client)
+        for shown in (failure, classify(failure)):
+            texts += [str(shown), repr(shown), "".join(traceback.format_exception(shown))]
+
+    tracker = LastfmTracker(tracker_config(fake), store)
+    fake.inject("error", code=10, message=f"Invalid API key {SECRET}")
+    with pytest.raises(NeedsAttention) as caught:
+        await tracker.poll_once()  # raised from the LastfmError: the chain is printed too
+    texts += ["".join(traceback.format_exception(caught.value)), str(tracker.status())]
+    texts.append(caplog.text)
+
+    assert "HTTP Request" in caplog.text  # httpx did log its requests, so the check is real
+    assert fake.requests and all(request["api_key"] == SECRET for request in fake.requests)
+    leaks = [text for text in texts if SECRET in text]
+    assert leaks == []
+
+
+async def test_the_fake_scrobbles_live_while_running():
+    live = FakeLastfm(user=USER, api_key=SECRET, plays=2, newest=NEWEST, live_every=0.02)
+    await live.start()
+    try:
+        await wait_until(lambda: len(live.history) >= 4)
+    finally:
+        await live.stop()
+    count = len(live.history)
+    await asyncio.sleep(0.05)
+    assert len(live.history) == count  # stopped means stopped
+    assert [play.played_at for play in live.history[-2:]] == [NEWEST, NEWEST - 180]
+    assert all(newer.played_at > older.played_at
+               for newer, older in zip(live.history, live.history[1:]))
+
+
+def test_the_fake_refuses_an_unknown_fault():
+    with pytest.raises(ValueError, match="unknown fault 'flaky'"):
+        FakeLastfm(plays=0).inject("flaky")
+
+
+# -- the tracker -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "api_key, user, missing", [("", USER, "lastfm.api_key"), (SECRET, "", "lastfm.user")]
+)
+async def test_start_without_config_names_the_key_and_the_file(
+    store, tmp_path, api_key, user, missing
+):
+    config_path = tmp_path / "config.toml"
+    config = LastfmConfig(api_key=api_key, user=user)
+    tracker = LastfmTracker(config, store, config_path=config_path)
+
+    with pytest.raises(NeedsAttention) as caught:
+        await tracker.start()
+
+    assert str(caught.value) == f"set {missing} in {config_path}"
+    assert tracker.status()["running"] is False
+
+
+async def test_first_poll_stores_exactly_the_newest_page_and_sets_the_cursor(fake, store):
+    fake.now_playing = True
+    tracker = LastfmTracker(tracker_config(fake), store, clock=lambda: 1234.5)
+    await tracker.start()
+    try:
+        assert await stored_plays(store) == fake.history[:200]
+        assert await store.get_cursor(f"lastfm:{USER}") == str(NEWEST)
+        asked = [(request["page"], request["limit"], request.get("from"))
+                 for request in fake.requests]
+        assert asked == [("1", "200", None)]
+        playing = fake.now_playing_track
+        assert tracker.status() == {
+            "running": True,
+            "interval": 3600,
+            "last_check": 1234.5,
+            "tracks_found": 200,
+            "last_error": None,
+            "account": USER,
+            "now_playing": f"{playing.artist} – {playing.title}",
+        }
+    finally:
+        await tracker.stop()
+
+
+async def test_next_poll_stores_exactly_the_new_plays(fake, store):
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    try:
+        new = fake.add_plays(3)
+        fake.requests.clear()
+
+        assert await tracker.poll_once() == 3
+
+        assert await stored_plays(store) == fake.history[:203]
+        assert fake.history[:3] == new[::-1]
+        assert await store.count_plays() == 203
+        assert await store.get_cursor(f"lastfm:{USER}") == str(new[-1].played_at)
+        asked = [(request["page"], request["from"]) for request in fake.requests]
+        assert asked == [("1", str(NEWEST))]
+        assert tracker.status()["tracks_found"] == 203
+        assert tracker.status()["now_playing"] is None
+
+        assert await tracker.poll_once() == 0
+        assert await store.count_plays() == 203
+    finally:
+        await tracker.stop()
+
+
+async def test_a_long_gap_is_stored_oldest_page_first_in_a_pinned_window(fake, store):
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    try:
+        fake.add_plays(450)
+        newest = fake.history[0].played_at
+        fake.requests.clear()
+
+        assert await tracker.poll_once() == 450
+
+        assert await stored_plays(store) == fake.history[:650]
+        asked = [(request["page"], request["from"], request.get("to")) for request in fake.requests]
+        since, until = str(NEWEST), str(newest)
+        assert asked == [
+            ("1", since, None), ("3", since, until), ("2", since, until), ("1", since, until)
+        ]
+        assert await store.get_cursor(f"lastfm:{USER}") == until
+    finally:
+        await tracker.stop()
+
+
+async def test_a_pass_cut_short_keeps_what_it_stored_and_resumes_with_no_gap(fake, store):
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    try:
+        fake.add_plays(450)  # 451 plays from the cursor on: pages 1 to 3
+        fake.inject("slow", delay=0, times=2)  # the first page, then the window's oldest
+        fake.inject("http_500")  # the window's page 2
+
+        with pytest.raises(LastfmError, match="HTTP 500"):
+            await tracker.poll_once()
+        # The window's oldest page (history[400:451]) joined the first poll's 200 plays
+        # (now history[450:650]), and the cursor covers exactly that.
+        assert await stored_plays(store) == fake.history[400:650]
+        assert await store.get_cursor(f"lastfm:{USER}") == str(fake.history[400].played_at)
+        assert "HTTP 500" in tracker.status()["last_error"]
+
+        fake.requests.clear()
+        assert await tracker.poll_once() == 400
+        assert await stored_plays(store) == fake.history[:650]
+        assert fake.requests[0]["from"] == str(fake.history[400].played_at)
+        assert tracker.status()["last_error"] is None
+        assert tracker.status()["tracks_found"] == 650
+    finally:
+        await tracker.stop()
+
+
+@pytest.mark.parametrize(
+    "kind, params, expected",
+    [
+        ("error", {"code": 26, "message": "Suspended API key"}, NeedsAttention),
+        ("http_429", {"retry_after": 5}, RetryAfter),
+        ("http_500", {}, LastfmError),
+    ],
+)
+async def test_the_poll_loop_stores_new_plays_then_reports_a_classified_fault(
+    fake, store, kind, params, expected
+):
+    faults: list[BaseException] = []
+    tracker = LastfmTracker(tracker_config(fake, interval=0.05), store)
+    tracker.set_fault_handler(lambda service, exc: faults.append(exc))
+    await tracker.start()
+    try:
+        fake.add_plays(2)
+        await wait_until(lambda: tracker.status()["tracks_found"] == 202)
+
+        fake.inject(kind, **params)
+        await wait_until(lambda: faults)
+
+        assert type(faults[0]) is expected
+        status = tracker.status()
+        assert status["running"] is False
+        assert status["last_error"] == str(faults[0])
+        assert await stored_plays(store) == fake.history[:202]
+    finally:
+        await tracker.stop()
+
+
+async def test_start_fails_with_the_reason_when_the_key_is_bad(fake, store):
+    tracker = LastfmTracker(tracker_config(fake, api_key="wrong-key-0000000000"), store)
+    with pytest.raises(NeedsAttention, match="lastfm.api_key"):
+        await tracker.start()
+    assert tracker.status()["running"] is False
+    assert await store.count_plays() == 0
+
+
+async def test_start_fails_when_the_network_is_dead(fake, store):
+    config = tracker_config(fake)
+    await fake.stop()
+    tracker = LastfmTracker(config, store)
+    with pytest.raises(LastfmError, match="cannot reach Last.fm"):
+        await tracker.start()
+    assert tracker.status()["running"] is False
+
+
+async def test_stop_is_idempotent_and_poll_once_works_while_stopped(fake, store):
+    fake.now_playing = True
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    assert tracker.status()["now_playing"] is not None
+    await tracker.stop()
+    await tracker.stop()
+    assert tracker.status()["running"] is False
+    assert tracker.status()["now_playing"] is None
+    fake.now_playing = False
+
+    fake.add_plays(1)
+    assert await tracker.poll_once() == 1
+    assert await stored_plays(store) == fake.history[:201]
+
+
+def poll_loops() -> list[asyncio.Task]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == "tracker:poll"]
+
+
+async def test_starting_again_replaces_the_previous_client_and_loop(fake, store):
+    tracker = LastfmTracker(tracker_config(fake, interval=0.05), store)
+    await tracker.start()
+    try:
+        await tracker.start()
+        assert tracker.status()["running"] is True
+        assert len(poll_loops()) == 1
+        await wait_until(lambda: fake.open_connections == 1)  # the old client's socket closed
+    finally:
+        await tracker.stop()
+    assert poll_loops() == []
+    await wait_until(lambda: fake.open_connections == 0)
+
+
+async def test_reset_connections_drops_the_pooled_socket(fake, store):
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    try:
+        await tracker.poll_once()
+        assert fake.connections_accepted == 1  # the pool reuses one socket
+
+        await tracker.reset_connections()
+        fake.add_plays(1)
+        assert await tracker.poll_once() == 1
+        assert fake.connections_accepted == 2
+    finally:
+        await tracker.stop()
+
+
+# -- through the supervisor ------------------------------------------------------------
+
+
+@pytest.fixture
+async def supervised(fake, store):
+    """Build a Supervisor hosting a tracker on the fake (`await supervised(...)`); closed after."""
+    supervisors: list[Supervisor] = []
+
+    async def build(*, rng=lambda: 1.0, restore_timeout: float = 3.0, request_timeout: float = 10.0,
+                    **changes) -> tuple[Supervisor, LastfmTracker]:
+        tracker = LastfmTracker(tracker_config(fake, **changes), store)
+        tracker.request_timeout = request_timeout
+        supervisor = Supervisor(store, [tracker], restore_timeout=restore_timeout, rng=rng)
+        await supervisor.load()
+        supervisors.append(supervisor)
+        return supervisor, tracker
+
+    yield build
+    for supervisor in supervisors:
+        await supervisor.close()
+
+
+async def settled(supervisor: Supervisor, *states: RunState) -> ServiceView:
+    await wait_until(lambda: supervisor.view("tracker").state in states)
+    return supervisor.view("tracker")
+
+
+@pytest.mark.parametrize(
+    "code, status, message, advice",
+    [
+        (10, 403, "Invalid API key - You must be granted a valid key by last.fm",
+         "Last.fm rejected the API key (error 10): check lastfm.api_key"),
+        (26, 403, "Suspended API key - Access for your account has been suspended",
+         "Last.fm has suspended this API key (error 26)"),
+        (17, 200, "Login: User required to be logged in",
+         "Last.fm will not show this user's listening history (error 17"),
+        (6, 404, "User not found", "Last.fm does not know this user (error 6): check lastfm.user"),
+    ],
+)
+async def test_supervised_attention_codes_stop_with_what_to_do(
+    fake, store, supervised, code, status, message, advice
+):
+    supervisor, _ = await supervised()
+    fake.inject("error", code=code, message=message, status=status)
+    await supervisor.start("tracker")
+
+    view = await settled(supervisor, RunState.NEEDS_ATTENTION, RunState.RUNNING, RunState.BACKOFF)
+    assert view.state is RunState.NEEDS_ATTENTION
+    assert view.reason.startswith(advice) and view.reason.endswith(f"(Last.fm said: {message})")
+    assert view.retry_in is None and view.wanted
+    asked = len(fake.requests)
+    await asyncio.sleep(0.3)
+    assert len(fake.requests) == asked == 1, "no retry loop"
+    assert await store.count_plays() == 0
+
+    await supervisor.retry_now("tracker")  # the user fixed it and pressed r
+    assert (await settled(supervisor, RunState.RUNNING)).reason is None
+    assert await stored_plays(store) == fake.history[:200]
+
+
+@pytest.mark.parametrize(
+    "kind, params, wait",
+    [
+        ("http_429", {"retry_after": 7}, 7.0),
+        ("http_429", {}, 60.0),
+        ("error", {"code": 29, "message": "Rate Limit Exceeded", "status": 200}, 60.0),
+    ],
+)
+async def test_supervised_rate_limits_wait_as_asked(fake, store, supervised, kind, params, wait):
+    supervisor, _ = await supervised()
+    fake.inject(kind, **params)
+    await supervisor.start("tracker")
+
+    view = await settled(supervisor, RunState.BACKOFF, RunState.RUNNING, RunState.NEEDS_ATTENTION)
+    assert view.state is RunState.BACKOFF
+    assert wait - 0.5 < view.retry_in <= wait
+    assert "rate limit" in view.reason and f"retrying in {wait:g} s" in view.reason
+
+
+@pytest.mark.parametrize(
+    "kind, params, reason",
+    [
+        ("error", {"code": 8, "message": "Operation failed"}, "Last.fm error 8: Operation failed"),
+        ("error", {"code": 11, "message": "Service Offline"}, "Last.fm error 11: Service Offline"),
+        ("error", {"code": 16, "message": "Temporary error"}, "Last.fm error 16: Temporary error"),
+        ("http_500", {}, "Last.fm answered HTTP 500"),
+        ("error", {"code": 8, "message": "Bad gateway", "status": 502}, "Last.fm error 8: Bad gateway"),
+        ("bad_json", {}, "Last.fm's answer is not valid JSON"),
+        ("drop", {}, "cannot reach Last.fm"),
+        ("hang", {}, "no answer from Last.fm within 0.2 s"),
+    ],
+)
+async def test_supervised_transient_faults_back_off_with_jitter_and_recover(
+    fake, store, supervised, kind, params, reason
+):
+    # rng 1.0: the top of each full-jitter range, min(5 s · 2ⁿ, 15 min).
+    supervisor, _ = await supervised(request_timeout=0.2)
+    fake.inject(kind, times=2, **params)
+    await supervisor.start("tracker")
+
+    view = await settled(supervisor, RunState.BACKOFF, RunState.RUNNING, RunState.NEEDS_ATTENTION)
+    assert view.state is RunState.BACKOFF
+    assert view.reason.startswith(reason)
+    assert 4.5 < view.retry_in <= 5.0
+
+    await supervisor.retry_now("tracker")  # fails again: the wait doubles
+    await wait_until(lambda: supervisor.view("tracker").retry_in is not None
+                     and supervisor.view("tracker").retry_in > 5)
+    assert 9.5 < supervisor.view("tracker").retry_in <= 10.0
+
+    await supervisor.retry_now("tracker")  # the fault is gone: running, nothing lost
+    await settled(supervisor, RunState.RUNNING)
+    assert await stored_plays(store) == fake.history[:200]
+
+
+async def test_supervised_faults_while_polling_end_in_the_right_state(fake, store, supervised):
+    supervisor, tracker = await supervised(interval=0.05)
+    await supervisor.start("tracker")
+    await settled(supervisor, RunState.RUNNING)
+
+    fake.inject("http_429", retry_after=3)
+    view = await settled(supervisor, RunState.BACKOFF)
+    assert 2.5 < view.retry_in <= 3.0
+
+    await supervisor.retry_now("tracker")
+    await settled(supervisor, RunState.RUNNING)
+    fake.add_plays(2)
+    await wait_until(lambda: tracker.status()["tracks_found"] == 202)
+    fake.inject("error", code=17, message="Login: User required to be logged in")
+    view = await settled(supervisor, RunState.NEEDS_ATTENTION)
+    assert "error 17" in view.reason and "privacy settings" in view.reason
+    assert await stored_plays(store) == fake.history[:202]

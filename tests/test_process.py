@@ -1,0 +1,190 @@
+"""The real process: one instance per data dir, clean exits on signals, kill -9 safety."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import termios
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aime_tui.instance import AlreadyRunning, InstanceLock
+from test_e2e_tmux import EXECUTABLE, TmuxSession, row
+
+pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIME_DEMO_FAULTS": "0",
+        "AIME_CONFIG": str(tmp_path / "no-config.toml"),
+    }
+
+
+def test_the_lock_names_the_holder(tmp_path):
+    path = tmp_path / "aime.lock"
+    with InstanceLock(path):
+        with pytest.raises(AlreadyRunning, match=f"already running \\(pid {os.getpid()}\\)"):
+            InstanceLock(path).acquire()
+    InstanceLock(path).acquire().release()  # free again once released
+
+
+def test_a_second_instance_exits_naming_the_first(tmp_path):
+    data_dir = tmp_path / "data"
+    first = subprocess.Popen(
+        [str(EXECUTABLE), "--demo", "--headless", "--data-dir", str(data_dir)],
+        env=env_for(tmp_path), stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_line(first, "Restored 3 succeeded")
+        second = subprocess.run(
+            [str(EXECUTABLE), "--demo", "--headless", "--data-dir", str(data_dir)],
+            env=env_for(tmp_path), capture_output=True, text=True, timeout=20,
+        )
+        assert second.returncode == 1
+        assert f"already running (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+    assert first.returncode == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_headless_stops_cleanly_on_signals(tmp_path, signum):
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [str(EXECUTABLE), "--demo", "--headless", "--data-dir", str(data_dir)],
+        env=env_for(tmp_path), stderr=subprocess.PIPE, text=True,
+    )
+    wait_for_line(process, "Restored 3 succeeded")
+    began = time.monotonic()
+    process.send_signal(signum)
+    process.wait(10)
+    assert process.returncode == 0
+    assert time.monotonic() - began < 2.5
+    assert_clean_database(data_dir / "aime.db")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_the_dashboard_in_tmux_stops_cleanly_on_signals(tmp_path, signum):
+    session = TmuxSession(tmp_path)
+    data_dir = tmp_path / "data"
+    try:
+        session.launch(
+            "--demo", "--data-dir", str(data_dir),
+            env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "none.toml")},
+        )
+        screen = session.wait_for("Restored 3 succeeded")
+        assert "● running" in row(screen, "scheduler")
+        pid = int((data_dir / "aime.lock").read_text())
+        began = time.monotonic()
+        os.kill(pid, signum)
+        session.wait_gone(timeout=5)
+        wait_exited(pid)
+        assert time.monotonic() - began < 2.5
+        assert_clean_database(data_dir / "aime.db")
+        # The services were stopped, not forgotten: all still wanted.
+        with sqlite3.connect(data_dir / "aime.db") as db:
+            assert db.execute("SELECT SUM(is_active) FROM service_states").fetchone() == (3,)
+    finally:
+        session.kill()
+
+
+def wait_exited(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state == "Z":  # exited, waiting for its parent to reap it
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still running {timeout} s after the signal")
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never logged; saw:\n{''.join(seen[-20:])}")
+
+
+def assert_clean_database(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        last = db.execute(
+            "SELECT to_state, reason FROM transitions WHERE service = 'tracker' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert last == ("stopped", "shutdown"), "services were stopped and the stop recorded"
+
+
+def test_losing_the_terminal_without_a_signal_quits_cleanly(tmp_path):
+    """An SSH drop can hang up the terminal with no SIGHUP: quit, don't spin."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 35, 120, 0, 0))
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [str(EXECUTABLE), "--demo", "--data-dir", str(data_dir)],
+        stdin=slave, stdout=slave, stderr=slave, env={**env_for(tmp_path), "TERM": "xterm-256color"},
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 20
+    while b"Restored 3 succeeded" not in screen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            screen += os.read(master, 65536)
+    assert b"Restored 3 succeeded" in screen
+    os.close(master)  # the terminal goes away
+    began = time.monotonic()
+    try:
+        process.wait(5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert time.monotonic() - began < 3.0
+    assert_clean_database(data_dir / "aime.db")
+
+
+def test_an_unusable_data_directory_is_one_line_and_a_non_zero_exit(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [str(EXECUTABLE), "--headless", "--data-dir", str(blocker / "data")],
+        env=env_for(tmp_path), capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"aime-tui: cannot use data directory {blocker / 'data'}")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_config_file_is_one_line_naming_the_file(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[scheduler]\nmode = "TURBO"\n')
+    result = subprocess.run(
+        [str(EXECUTABLE), "--headless", "--config", str(config), "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"aime-tui: {config} [scheduler] mode: expected MAINTENANCE or MASSIVE, got 'TURBO'"
+    )

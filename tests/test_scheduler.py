@@ -1,0 +1,323 @@
+"""The collection scheduler on a real loop, a real store and the loopback Last.fm fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from aime_tui.config import LastfmConfig, SchedulerConfig
+from aime_tui.demo.lastfm_fake import FakeLastfm
+from aime_tui.lastfm_api import LastfmError
+from aime_tui.services import scheduler as scheduler_module
+from aime_tui.services.base import NeedsAttention, RetryAfter
+from aime_tui.services.scheduler import BACKUPS_KEPT, CollectionScheduler
+from aime_tui.services.tracker import LastfmTracker
+from aime_tui.store import Store
+
+NEWEST = 1_700_000_000
+
+
+@pytest.fixture
+async def lastfm():
+    fake = FakeLastfm(plays=1000, newest=NEWEST)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "aime.db")
+    yield store
+    await store.close()
+
+
+def lastfm_config(fake: FakeLastfm) -> LastfmConfig:
+    return LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600)
+
+
+def make_scheduler(fake, store, tmp_path, mode="MASSIVE", **options):
+    config = SchedulerConfig(
+        mode=mode,
+        backfill_interval=options.pop("interval", 0.05),
+        catchup_interval=options.pop("catchup_interval", 900.0),
+    )
+    return CollectionScheduler(config, lastfm_config(fake), store, backup_dir=tmp_path / "backups", **options)
+
+
+async def until(predicate, timeout=10.0):
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def stored_times(store):
+    with sqlite3.connect(store.path) as db:
+        return [t for (t,) in db.execute("SELECT played_at FROM plays ORDER BY played_at")]
+
+
+def backfill_pages(fake: FakeLastfm, since: int = 0) -> list[int]:
+    """Pages the backfill asked for (its requests carry `to`), in order."""
+    return [int(r["page"]) for r in fake.requests[since:] if "to" in r]
+
+
+# -- MASSIVE -------------------------------------------------------------------------
+
+
+async def test_massive_backfill_stores_the_whole_history_exactly(lastfm, store, tmp_path):
+    lastfm.now_playing = True  # on the first page, dateless: never a play
+    scheduler = make_scheduler(lastfm, store, tmp_path)
+    await scheduler.start()
+    await until(lambda: scheduler.status()["backfill_done"])
+    await scheduler.stop()
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+    status = scheduler.status()
+    assert status["pages_done"] == status["total_pages"] == 5
+    assert (status["backfill_plays"], status["backfill_total"], status["tracks_found"]) == (1000, 1000, 1000)
+    assert (status["cursor"], status["eta"], status["last_error"]) == ("complete", None, None)
+    # One request to learn the newest play and the page count, then oldest page first.
+    assert [(r["page"], r.get("to")) for r in lastfm.requests] == [("1", None)] + [
+        (str(page), str(NEWEST)) for page in (5, 4, 3, 2, 1)
+    ]
+
+
+async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
+    scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
+    await scheduler.start()
+    try:
+        await until(lambda: scheduler.pages_done == 2)
+        status = scheduler.status()
+        assert (status["pages_done"], status["total_pages"]) == (2, 5)
+        assert (status["backfill_plays"], status["backfill_total"]) == (400, 1000)
+        assert status["cursor"] == "page 3 of 5"
+        # Three pages to go, at one page per 0.2 s interval (fetching is faster here).
+        assert 3 * 0.2 <= status["eta"] < 3 * 0.5
+        assert 0 < status["next_run"] - time.time() <= 0.2
+    finally:
+        await scheduler.stop()
+    assert scheduler.status()["next_run"] is None
+
+
+async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_path):
+    scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
+    await scheduler.start()
+    await until(lambda: scheduler.pages_done >= 2)
+    await scheduler.stop()
+    cursor = json.loads(await store.get_cursor(scheduler.cursor_name))
+    assert cursor["pages_done"] == scheduler.pages_done
+    stored_before = len(stored_times(store))
+    assert stored_before == 200 * cursor["pages_done"]
+    requests_before = len(lastfm.requests)
+
+    lastfm.add_plays(30)  # new plays after the frozen upper bound are not the backfill's
+    resumed = make_scheduler(lastfm, store, tmp_path, interval=0.05)
+    await resumed.start()
+    await until(lambda: resumed.status()["backfill_done"])
+    await resumed.stop()
+    pages = [int(r["page"]) for r in lastfm.requests[requests_before:]]
+    assert pages == list(range(cursor["next_page"], 0, -1)), "no page fetched twice"
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history[30:])
+    assert resumed.status()["backfill_plays"] == 1000  # over both runs
+    assert resumed.status()["tracks_found"] == 1000 - stored_before  # this run's
+
+
+@pytest.mark.parametrize(
+    "kind, params, expected, message",
+    [
+        ("error", {"code": 10, "message": "Invalid API key"}, NeedsAttention, "lastfm.api_key"),
+        ("http_429", {"retry_after": 9}, RetryAfter, "rate limit"),
+        ("http_500", {}, LastfmError, "HTTP 500"),
+        ("bad_json", {}, LastfmError, "not valid JSON"),
+        ("error", {"code": 11, "message": "Service Offline"}, LastfmError, "error 11"),
+    ],
+)
+async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
+    lastfm, store, tmp_path, kind, params, expected, message
+):
+    faults = []
+    scheduler = make_scheduler(lastfm, store, tmp_path)
+    scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
+    await scheduler.start()
+    await until(lambda: scheduler.pages_done == 2)
+    lastfm.inject(kind, **params)
+    await until(lambda: faults)
+    await scheduler.stop()  # what the supervisor does before it retries
+    [fault] = faults
+    assert type(fault) is expected and message in str(fault)
+    assert lastfm.api_key not in str(fault)
+    assert scheduler.status()["last_error"] == str(fault)
+    if expected is RetryAfter:
+        assert fault.delay == 9
+    assert backfill_pages(lastfm) == [5, 4, 3]  # page 3 failed
+
+    await scheduler.start()
+    await until(lambda: scheduler.status()["backfill_done"])
+    await scheduler.stop()
+    assert backfill_pages(lastfm) == [5, 4, 3, 3, 2, 1]
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+
+
+async def test_massive_without_lastfm_needs_attention(store, tmp_path):
+    scheduler = CollectionScheduler(
+        SchedulerConfig(mode="MASSIVE"), LastfmConfig(), store,
+        backup_dir=tmp_path / "b", config_path=tmp_path / "config.toml",
+    )
+    with pytest.raises(NeedsAttention, match="set lastfm.api_key in .*config.toml"):
+        await scheduler.start()
+    await scheduler.stop()
+
+    # Switched to MASSIVE while running in MAINTENANCE: the supervisor is told, not left guessing.
+    faults = []
+    scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
+    scheduler.mode = "MAINTENANCE"
+    await scheduler.start()
+    await scheduler.set_mode("MASSIVE")
+    await scheduler.stop()
+    [fault] = faults
+    assert isinstance(fault, NeedsAttention) and "lastfm.api_key" in str(fault)
+
+
+async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
+    async def catch_up(credit):
+        return 0
+
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, interval=0.1)
+    await scheduler.start()
+    try:
+        assert {job.id for job in scheduler._scheduler.get_jobs()} == {"catchup", "optimize", "backup"}
+        assert scheduler.status()["next_run"] is not None
+        assert lastfm.requests == []
+
+        await scheduler.set_mode("MASSIVE")
+        assert scheduler._scheduler.get_jobs() == []
+        await until(lambda: scheduler.pages_done == 2)
+
+        await scheduler.set_mode("MAINTENANCE")
+        assert {job.id for job in scheduler._scheduler.get_jobs()} == {"catchup", "optimize", "backup"}
+        asked = len(lastfm.requests)
+        await asyncio.sleep(0.3)
+        assert len(lastfm.requests) == asked, "the backfill stopped with the mode"
+        assert scheduler.pages_done == 2
+    finally:
+        await scheduler.stop()
+    assert scheduler.status()["running"] is False
+
+
+# -- MAINTENANCE ---------------------------------------------------------------------
+
+
+async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store, tmp_path):
+    tracker = LastfmTracker(lastfm_config(lastfm), store)
+    await tracker.start()  # stores the newest page: 200 plays, its own
+    scheduler = make_scheduler(
+        lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=tracker.poll_once, catchup_interval=0.1
+    )
+    try:
+        lastfm.add_plays(5)
+        await scheduler.start()
+        await until(lambda: scheduler.status()["tracks_found"] == 5, timeout=3)
+        await asyncio.sleep(0.3)  # more catch-ups, nothing new
+        await scheduler.stop()
+        lastfm.add_plays(2)
+        assert await tracker.poll_once() == 2  # the tracker's own poll
+    finally:
+        await scheduler.stop()
+        await tracker.stop()
+    assert tracker.status()["tracks_found"] == 202
+    assert scheduler.status()["tracks_found"] == 5
+    assert len(stored_times(store)) == 207 == 202 + 5
+    assert scheduler.status()["last_check"] is not None
+
+
+async def test_backups_keep_the_last_seven(lastfm, store, tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for day in range(1, 10):
+        (backups / f"aime-202601{day:02d}-040000.db").write_bytes(b"old")
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
+    await scheduler.start()
+    scheduler._scheduler.get_job("backup").modify(next_run_time=datetime.now().astimezone())
+    scheduler._scheduler.wakeup()
+    await until(lambda: len(list(backups.glob("aime-*.db"))) == BACKUPS_KEPT and scheduler.last_check)
+    await scheduler.stop()
+    names = sorted(p.name for p in backups.glob("aime-*.db"))
+    assert len(names) == BACKUPS_KEPT
+    newest = backups / names[-1]
+    with sqlite3.connect(newest) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def backup_due_hours_ago(monkeypatch, hours: float) -> None:
+    """Move the nightly backup to the minute `hours` ago (conftest pins the zone to UTC)."""
+    due = datetime.now(timezone.utc) - timedelta(hours=hours)
+    monkeypatch.setattr(scheduler_module, "BACKUP_AT", (due.hour, due.minute))
+
+
+async def test_a_nightly_run_missed_while_stopped_runs_once_on_start(lastfm, store, tmp_path, monkeypatch):
+    backup_due_hours_ago(monkeypatch, 2)
+    # The last backup was 3 h ago: the one due 2 h ago was missed (asleep, or not running).
+    await store.set_cursor("scheduler:last_run:backup", repr(time.time() - 3 * 3600))
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
+    await scheduler.start()
+    try:
+        await until(lambda: list((tmp_path / "backups").glob("aime-*.db")), timeout=3)
+        await asyncio.sleep(0.2)
+        assert len(list((tmp_path / "backups").glob("aime-*.db"))) == 1
+        next_backup = scheduler._scheduler.get_job("backup").next_run_time
+        assert timedelta(hours=21) < next_backup - datetime.now(timezone.utc) <= timedelta(hours=22)
+    finally:
+        await scheduler.stop()
+    assert abs(float(await store.get_cursor("scheduler:last_run:backup")) - time.time()) < 5
+
+
+async def test_a_run_missed_beyond_the_grace_is_logged_not_run(lastfm, store, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="aime_tui.services.scheduler")
+    backup_due_hours_ago(monkeypatch, 2)
+    monkeypatch.setattr(scheduler_module, "DAILY_GRACE", 3600)
+    await store.set_cursor("scheduler:last_run:backup", repr(time.time() - 3 * 3600))
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
+    await scheduler.start()
+    try:
+        await until(lambda: "missed its run" in caplog.text, timeout=3)
+    finally:
+        await scheduler.stop()
+    assert not list((tmp_path / "backups").glob("aime-*.db"))
+    [record] = [r for r in caplog.records if "missed its run" in r.getMessage()]
+    assert "job backup" in record.getMessage() and record.levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("last_run_ago", [1800, 3 * 3600])
+async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_run_ago):
+    """Every 60 s and the last run long ago: dozens of runs owed, coalesced into one.
+
+    An interval job's newest owed run is always less than an interval old, so unlike a
+    nightly job it is never beyond the grace: a catch-up after any sleep runs, once.
+    """
+    caplog.set_level(logging.WARNING, logger="aime_tui.services.scheduler")
+    runs = []
+
+    async def catch_up(credit):
+        runs.append(time.monotonic())
+        return 0
+
+    await store.set_cursor("scheduler:last_run:catchup", repr(time.time() - last_run_ago))
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up,
+                               catchup_interval=60)
+    await scheduler.start()
+    try:
+        await until(lambda: runs, timeout=3)
+        await asyncio.sleep(0.3)
+        next_run = scheduler._scheduler.get_job("catchup").next_run_time
+    finally:
+        await scheduler.stop()
+    assert len(runs) == 1
+    assert "missed" not in caplog.text
+    assert 0 < (next_run - datetime.now(timezone.utc)).total_seconds() <= 60

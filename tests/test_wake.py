@@ -1,0 +1,70 @@
+"""Wake detection with an injected clock, and a wake recovered end to end by the engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aime_tui.wake import WakeDetector, suspend_gap
+from scripted import scripted_engine
+
+
+class FakeGapClock:
+    """The boot-minus-monotonic gap, moved by hand: a suspend adds the time slept."""
+
+    def __init__(self) -> None:
+        self.gap = 1000.0
+
+    def __call__(self) -> float:
+        return self.gap
+
+
+async def never(slept):
+    raise AssertionError("no wake expected")
+
+
+def test_small_drift_is_not_a_wake():
+    clock = FakeGapClock()
+    detector = WakeDetector(never, gap=clock)
+    for _ in range(10):
+        clock.gap += 0.3  # NTP slew, scheduling jitter
+        assert detector.check() is None
+
+
+def test_a_jump_in_the_gap_is_a_wake_of_that_length():
+    clock = FakeGapClock()
+    detector = WakeDetector(never, gap=clock)
+    clock.gap += 6 * 3600 + 12 * 60
+    assert detector.check() == 6 * 3600 + 12 * 60
+    assert detector.check() is None, "reported once"
+
+
+def test_the_real_gap_is_stable_while_awake():
+    first = suspend_gap()
+    assert abs(suspend_gap() - first) < 0.5
+
+
+async def test_the_detector_loop_triggers_recovery(config):
+    clock = FakeGapClock()
+    woken = []
+
+    async def on_wake(slept):
+        woken.append(slept)
+
+    detector = WakeDetector(on_wake, gap=clock)
+    runner = asyncio.create_task(detector.run(every=0.01))
+    await asyncio.sleep(0.05)
+    clock.gap += 30
+    await asyncio.sleep(0.05)
+    runner.cancel()
+    assert woken == [30]
+
+
+async def test_a_detected_wake_restores_the_wanted_services(config):
+    engine, services = scripted_engine(config)
+    supervisor = await engine.open()
+    await supervisor.restore()
+    summary = await supervisor.wake(slept=3600.0)
+    assert summary.trigger == "wake"
+    assert sorted(summary.succeeded) == ["roon_tracker", "scheduler", "tracker"]
+    assert all(s.starts == 2 for s in services.values())
+    await engine.close()
