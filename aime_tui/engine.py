@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Callable
 
@@ -33,6 +34,7 @@ class Engine:
         services: Callable[[Config, Store], list[Service]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         #: Told of what happens before the supervisor exists (a locked or moved database).
@@ -40,6 +42,7 @@ class Engine:
         self._build_services = services or build_services
         self._clock = clock
         self._wall = wall
+        self._rng = rng
         self.demo: DemoEnvironment | None = None
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
@@ -72,6 +75,7 @@ class Engine:
             restore_timeout=self.config.restore_timeout,
             clock=self._clock,
             wall=self._wall,
+            rng=self._rng,
         )
         await self.supervisor.load()
         await self._serve_control()
