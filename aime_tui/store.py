@@ -189,6 +189,11 @@ class Store:
             except OSError as exc:
                 await self.close()
                 raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+            except BaseException:
+                # A schema too new, a cancelled launch: never leave the connection's
+                # thread behind.
+                await self.close()
+                raise
 
     async def _new_connection(self, busy_ms: int) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
