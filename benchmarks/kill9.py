@@ -1,11 +1,14 @@
 """kill -9 soak: repeated SIGKILL at random moments while toggling; nothing acknowledged lost.
 
-The approach of the kill -9 test, at length: a child toggles services and modes through
-the real supervisor and store, printing each change before asking for it and after it is
-acknowledged; the parent kills it at a random moment, then checks the database with
-another connection: integrity_check ok, and every service holding its last acknowledged
-value (or the value of the one change in flight, which may or may not have committed).
-Also reported: how long the next launch takes to open the database after a kill.
+A child (benchmarks/toggle_child.py) toggles services and modes through the real engine
+and store, printing each change before asking for it and after it is acknowledged; the
+parent kills it at a random moment, then checks the database with another connection:
+integrity_check ok, and every service holding its last acknowledged value (or the value
+of the one change in flight, which may or may not have committed). Also reported: how
+long the next launch takes to open the database after a kill.
+
+The kill -9 test (tests/test_kill9.py) runs the same child and the same check, fewer
+times and at its own pacing: `run_until_killed` and `check_after_kill` are shared.
 """
 
 from __future__ import annotations
@@ -17,15 +20,31 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import REPO, Figure, Stats, ms, scratch_dir
 from .context import Context
 
+#: The longest pause between two of the child's changes, in seconds (the soak's pacing).
+SOAK_PAUSE = 0.005
+#: Seconds a child may take to open the database before the run is declared broken.
+READY_TIMEOUT = 30.0
 
-def run_until_killed(data_dir: Path, seed: int, delay: float) -> tuple[list[str], float]:
+
+@dataclass
+class Life:
+    """What one child printed before it was killed."""
+
+    lines: list[str]
+    #: Seconds the child took to open, check and load the database (from its `ready` line).
+    opened: float
+
+
+def run_until_killed(data_dir: Path, seed: int, delay: float, pause: float = SOAK_PAUSE) -> Life:
+    """Start a toggle child on `data_dir`, SIGKILL it `delay` seconds after it is ready."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.toggle_child", str(data_dir), str(seed)],
+        [sys.executable, "-m", "benchmarks.toggle_child", str(data_dir), str(seed), repr(pause)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     lines: list[str] = []
@@ -39,7 +58,7 @@ def run_until_killed(data_dir: Path, seed: int, delay: float) -> tuple[list[str]
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    if not ready.wait(30):
+    if not ready.wait(READY_TIMEOUT):
         child.kill()
         child.wait()
         raise AssertionError(f"child never became ready: {child.stderr.read()}")
@@ -49,14 +68,15 @@ def run_until_killed(data_dir: Path, seed: int, delay: float) -> tuple[list[str]
     reader.join(10)
     child.stderr.close()
     opened = float(next(line for line in lines if line.startswith("ready")).split()[1])
-    return lines, opened
+    return Life(lines, opened)
 
 
-def allowed_values(history: list[str], known: dict[str, object]) -> tuple[dict[str, set], int]:
-    """Per key (`name` or `name.mode`): the values the database may hold; and the acks seen."""
+def allowed_values(history: list[str], known: dict[str, object]) -> dict[str, set[object]]:
+    """Per key (a service's wanted flag `name`, or `name.mode`), what the database may hold:
+    the last acknowledged value, plus the value of a change asked for but not yet
+    acknowledged (it may have committed)."""
     acked = dict(known)
     pending: dict[int, tuple[str, object]] = {}
-    acks = 0
     for line in history:
         kind, *rest = line.split()
         if kind == "want":
@@ -65,20 +85,59 @@ def allowed_values(history: list[str], known: dict[str, object]) -> tuple[dict[s
         elif kind == "ack":
             key, value = pending.pop(int(rest[0]))
             acked[key] = value
-            acks += 1
     allowed = {key: {value} for key, value in acked.items()}
     for key, value in pending.values():
         allowed.setdefault(key, set()).add(value)
-    return allowed, acks
+    return allowed
 
 
 def stored_values(db_path: Path) -> tuple[str, dict[str, object]]:
+    """integrity_check's answer, and per key (as in `allowed_values`) what the database holds."""
     with sqlite3.connect(db_path) as db:
         (integrity,) = db.execute("PRAGMA integrity_check").fetchone()
         rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
+    db.close()
     stored: dict[str, object] = {name: active for name, active, _ in rows}
     stored.update({f"{name}.mode": mode for name, _, mode in rows if mode})
     return integrity, stored
+
+
+@dataclass
+class Check:
+    """One kill, checked: what the database holds and what went wrong."""
+
+    #: What the database holds now: the `known` state to check the next kill against.
+    stored: dict[str, object]
+    acknowledged: int
+    mode_changes: int
+    #: The kill landed between a `want` and its `ack`.
+    in_flight: bool
+    corrupt: bool
+    #: Acknowledged changes the database does not hold.
+    lost: int
+    failures: list[str] = field(default_factory=list)
+
+
+def check_after_kill(db_path: Path, history: list[str], known: dict[str, object], kill: int = 0) -> Check:
+    """After kill number `kill`: integrity ok and nothing acknowledged lost, given the
+    child's `history` and what the database held before it started (`known`)."""
+    allowed = allowed_values(history, known)
+    integrity, stored = stored_values(db_path)
+    failures = [] if integrity == "ok" else [f"kill {kill}: integrity_check said {integrity}"]
+    lost = 0
+    for key, values in allowed.items():
+        if stored.get(key) not in values:
+            lost += 1
+            failures.append(f"kill {kill}: {key} is {stored.get(key)!r}, acknowledged {values}")
+    return Check(
+        stored=stored,
+        acknowledged=sum(line.startswith("ack") for line in history),
+        mode_changes=sum(line.startswith("want") and ".mode " in line for line in history),
+        in_flight=bool(history and history[-1].startswith("want")),
+        corrupt=integrity != "ok",
+        lost=lost,
+        failures=failures,
+    )
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -91,20 +150,15 @@ def run(ctx: Context) -> list[Figure]:
     began = time.perf_counter()
     with scratch_dir(ctx.tmp_root, "kill9") as directory:
         for kill in range(kills):
-            history, opened = run_until_killed(directory, kill, rng.uniform(0.0, 0.25))
-            opens.append(opened)
-            allowed, acks = allowed_values(history, known)
-            acknowledged += acks
-            in_flight += bool(history and history[-1].startswith("want"))
-            integrity, stored = stored_values(directory / "aime.db")
-            if integrity != "ok":
-                corrupt += 1
-                failures.append(f"kill {kill}: integrity_check said {integrity}")
-            for key, values in allowed.items():
-                if stored.get(key) not in values:
-                    lost += 1
-                    failures.append(f"kill {kill}: {key} is {stored.get(key)!r}, acknowledged {values}")
-            known = stored
+            life = run_until_killed(directory, kill, rng.uniform(0.0, 0.25))
+            opens.append(life.opened)
+            check = check_after_kill(directory / "aime.db", life.lines, known, kill)
+            acknowledged += check.acknowledged
+            in_flight += check.in_flight
+            corrupt += check.corrupt
+            lost += check.lost
+            failures += check.failures
+            known = check.stored
             if kill and kill % 100 == 0:
                 ctx.say(f"{kill} kills, {acknowledged} acknowledged changes, {lost} lost")
     elapsed = time.perf_counter() - began
@@ -120,5 +174,6 @@ def run(ctx: Context) -> list[Figure]:
                    "corrupt": corrupt, "failures": failures[:20]},
         ),
         Figure("kill9", "relaunch after kill -9: open, check, load", "ms",
-               Stats.of([ms(v) for v in opens]), notes="Store.open (quick_check, WAL recovery) + load"),
+               Stats.of([ms(v) for v in opens]),
+               notes="Engine.open: Store.open (quick_check, WAL recovery), defaults, load, control socket"),
     ]

@@ -1,11 +1,15 @@
-"""Child process for the kill -9 soak: toggles and mode changes through the real supervisor.
+"""Child process for the kill -9 test and the kill -9 soak: changes services until killed.
 
-Prints `ready SECONDS` once the store is open (SECONDS: opening, checking and loading
-after the previous kill), then `want N SERVICE VALUE` (or `want N SERVICE.mode MODE`)
-before each change and `ack N` once the supervisor has returned, which it does only once
-the change is committed. The parent kills it at a random moment.
+Opens the real engine (store, defaults, supervisor) with synthetic services named like
+the real three, prints `ready SECONDS` (SECONDS: opening, checking and loading after the
+previous kill), then toggles services and changes the scheduler's mode forever, printing
+`want N SERVICE VALUE` (or `want N SERVICE.mode MODE`) before each change and `ack N`
+once the supervisor has returned, which it does only once the change is committed: the
+moment the UI would show it as done. Between changes it pauses a random 0..PAUSE seconds.
+The parent (`run_until_killed` in benchmarks/kill9.py, which tests/test_kill9.py uses
+too) kills it at a random moment.
 
-    python -m benchmarks.toggle_child DATA_DIR SEED
+    python -m benchmarks.toggle_child DATA_DIR SEED PAUSE
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-from aime_tui.store import Store
-from aime_tui.supervisor import Supervisor
+from aime_tui.config import load_config
+from aime_tui.engine import Engine
 
-from .common import SERVICE_NAMES, synthetic_like_real
+from .common import synthetic_like_real
 
 
-async def main(data_dir: Path, seed: int) -> None:
+def services(config, store):
+    return synthetic_like_real(config, store, start_delay=0.001)
+
+
+async def main(data_dir: Path, seed: int, pause: float) -> None:
+    config = load_config(config_path=data_dir / "none.toml", data_dir=data_dir, env={})
     began = time.perf_counter()
-    store = await Store.open(data_dir / "aime.db")
-    await store.ensure_defaults({name: (True, "MAINTENANCE" if name == "scheduler" else None)
-                                 for name in SERVICE_NAMES})
-    supervisor = Supervisor(store, synthetic_like_real(start_delay=0.001))
-    await supervisor.load()
+    supervisor = await Engine(config, services=services).open()
     print(f"ready {time.perf_counter() - began:.6f}", flush=True)
     rng = random.Random(seed)
     step = 0
@@ -44,8 +49,8 @@ async def main(data_dir: Path, seed: int) -> None:
             print(f"want {step} {name} {int(not supervisor.view(name).wanted)}", flush=True)
             await supervisor.toggle(name)
         print(f"ack {step}", flush=True)
-        await asyncio.sleep(rng.uniform(0, 0.005))
+        await asyncio.sleep(rng.uniform(0, pause))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
