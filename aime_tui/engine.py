@@ -10,11 +10,10 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .config import SOCKET_FILE, Config
 from .control import ControlServer
-from .demo.environment import DemoEnvironment
 from .services.base import Service
 from .services.roon import RoonTracker
 from .services.scheduler import CollectionScheduler
@@ -22,6 +21,9 @@ from .services.tracker import LastfmTracker
 from .store import Store
 from .supervisor import Supervisor
 from .wake import WakeDetector
+
+if TYPE_CHECKING:
+    from .demo.environment import DemoEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ class Engine:
         """Open the store and load desired states; restoration is a separate step."""
         asyncio.get_running_loop().set_exception_handler(_log_unhandled)
         if self.config.demo:
+            # Imported here: the fakes (a WebSocket server among them) cost a real
+            # launch some 80 ms of imports for nothing.
+            from .demo.environment import DemoEnvironment
+
             self.demo = DemoEnvironment(faults=self.config.demo_faults)
             self.config = await self.demo.start(self.config)
         self.store = await Store.open(self.config.db_path, clock=self._wall, on_wait=self._waiting_for_lock)
@@ -144,7 +150,9 @@ class Engine:
 
 def build_services(config: Config, store: Store) -> list[Service]:
     tracker = LastfmTracker(config.lastfm, store, config_path=config.config_path)
-    roon = RoonTracker(config.roon, store, config_path=config.config_path)
+    roon = RoonTracker(
+        config.roon, store, config_path=config.config_path, start_timeout=config.restore_timeout
+    )
     scheduler = CollectionScheduler(
         config.scheduler,
         config.lastfm,

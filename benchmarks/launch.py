@@ -6,7 +6,9 @@ reaches the terminal, the same data dir relaunched each time (what a restart doe
 Also reported: first paint (the title bar). The baseline is a bare interpreter
 importing textual, apscheduler, aiosqlite and httpx, timed from exec to exit; a
 second, heavier one imports the modules the app really loads (textual.app, the
-asyncio scheduler), for context. Runs alternate so that noise hits both alike.
+asyncio scheduler), for context; a third is the floor for any Textual app: a label
+and a footer in the same pseudo-terminal, exec → label on screen. Runs alternate so
+that noise hits all alike.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import subprocess
 import sys
 import time
 
-from .common import Figure, Stats, scratch_dir
+from .common import REPO, Figure, Stats, scratch_dir
 from .context import Context
 from .terminal import DemoTerminal
+from .textual_floor import READY
 
 SUMMARY = b"Restored 3 succeeded, 0 failed"
 TITLE = "aime-tui ─ demo".encode()
@@ -33,11 +36,16 @@ def timed_python(code: str) -> float:
 
 def run(ctx: Context) -> list[Figure]:
     runs = ctx.runs(15, 1)
-    summary, paint, quits, bare, heavy = [], [], [], [], []
+    summary, paint, quits, bare, heavy, floor = [], [], [], [], [], []
     with scratch_dir(ctx.tmp_root, "launch") as directory:
         data_dir, config = directory / "demo", directory / "none.toml"
         for run_index in range(runs + 1):  # the first run creates the database: a warm-up
             bare_seconds, heavy_seconds = timed_python(BARE), timed_python(HEAVY)
+            floor_app = [sys.executable, "-m", "benchmarks.textual_floor"]
+            with DemoTerminal(data_dir, config, command=floor_app, cwd=REPO) as terminal:
+                floor_seconds = terminal.wait_for(READY)
+                if terminal.quit() is None:
+                    raise AssertionError("the minimal Textual app did not quit within 10 s of q")
             with DemoTerminal(data_dir, config) as terminal:
                 painted = terminal.wait_for(TITLE)
                 shown = terminal.wait_for(SUMMARY)
@@ -50,7 +58,8 @@ def run(ctx: Context) -> list[Figure]:
                 quits.append(quit_seconds)
                 bare.append(bare_seconds)
                 heavy.append(heavy_seconds)
-    value, baseline = Stats.of(summary), Stats.of(bare)
+                floor.append(floor_seconds)
+    value, baseline, textual = Stats.of(summary), Stats.of(bare), Stats.of(floor)
     ratio = value.median / baseline.median
     return [
         Figure(
@@ -59,6 +68,8 @@ def run(ctx: Context) -> list[Figure]:
             notes=f"baseline: python -c '{BARE}'",
             extra={"ratio": ratio},
         ),
+        Figure("launch", "launch → summary on screen, vs a minimal Textual app", "s", value, textual,
+               "label + footer app"),
         Figure("launch", "launch → first paint (title bar)", "s", Stats.of(paint), baseline, "same baseline"),
         Figure("launch", "baseline importing what the app loads", "s", Stats.of(heavy),
                notes=HEAVY.replace("import ", "")),

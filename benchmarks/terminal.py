@@ -21,10 +21,16 @@ COLUMNS, LINES = 120, 35
 class DemoTerminal:
     """`aime-tui --demo` with its own data dir, on a pty of COLUMNS × LINES."""
 
-    def __init__(self, data_dir: Path, config_path: Path, *, faults: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, config_path: Path, *, faults: bool = False, command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.config_path = config_path
         self.faults = faults
+        #: Another program to run on the same terminal instead (a baseline).
+        self.command = command
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.master: int | None = None
         self.screen = bytearray()
@@ -36,8 +42,9 @@ class DemoTerminal:
         env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(COLUMNS), LINES=str(LINES),
                    AIME_DEMO_FAULTS="1" if self.faults else "0", AIME_CONFIG=str(self.config_path))
         self.launched_at = time.perf_counter()
+        command = self.command or [str(executable("aime-tui")), "--demo", "--data-dir", str(self.data_dir)]
         self.process = subprocess.Popen(
-            [str(executable("aime-tui")), "--demo", "--data-dir", str(self.data_dir)],
+            command, cwd=self.cwd,
             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True,
         )
         os.close(slave)

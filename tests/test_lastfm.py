@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import subprocess
 import time
 import traceback
 from dataclasses import replace
@@ -686,3 +688,42 @@ async def test_supervised_faults_while_polling_end_in_the_right_state(fake, stor
     view = await settled(supervisor, RunState.NEEDS_ATTENTION)
     assert "error 17" in view.reason and "privacy settings" in view.reason
     assert await stored_plays(store) == fake.history[:202]
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    """A certificate no CA vouches for, for a loopback TLS server."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_an_https_endpoint_is_still_verified(self_signed):
+    """The shared TLS context must not weaken checks: an untrusted certificate is refused."""
+    answered = []
+
+    async def answer(reader, writer):
+        answered.append(True)
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=self_signed)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(2):  # a second client reuses the cached context, with the same checks
+            async with LastfmClient(f"https://127.0.0.1:{port}/2.0/", SECRET, USER, timeout=2) as lastfm:
+                with pytest.raises(LastfmError) as raised:
+                    await lastfm.recent_tracks()
+            assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+            assert SECRET not in str(raised.value)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answered == [], "no request got past the TLS handshake"

