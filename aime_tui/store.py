@@ -195,12 +195,6 @@ class Store:
                 await self.close()
                 raise
 
-    async def _new_connection(self, busy_ms: int) -> aiosqlite.Connection:
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._configure(busy_ms)
-        return self._db
-
     async def _configure(self, busy_ms: int) -> None:
         await self.db.execute(f"PRAGMA busy_timeout = {busy_ms}")
         await self.db.execute("PRAGMA synchronous = NORMAL")
@@ -223,10 +217,26 @@ class Store:
         return target
 
     async def reopen(self) -> None:
-        """Drop and recreate the connection (after a wake, file handles may be stale)."""
+        """Replace the connection (after a wake, file handles may be stale).
+
+        The new connection is made before the old one is dropped: if it cannot be made,
+        the old one stays and the error is a StoreError for the caller to report.
+        """
         async with self._write_lock:
-            await self.close()
-            self._db = await self._new_connection(BUSY_TIMEOUT_MS)
+            old = self._db
+            try:
+                fresh = await aiosqlite.connect(self.path, isolation_level=None)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot reopen database {self.path}: {exc}") from exc
+            self._db = fresh
+            try:
+                await self._configure(BUSY_TIMEOUT_MS)
+            except (sqlite3.Error, OSError) as exc:
+                self._db = old
+                await fresh.close()
+                raise StoreError(f"cannot reopen database {self.path}: {exc}") from exc
+            if old is not None:
+                await old.close()
 
     async def close(self) -> None:
         db, self._db = self._db, None

@@ -206,6 +206,22 @@ async def test_reopen_keeps_working(store):
     assert await store.get_cursor("c") == "1"
 
 
+async def test_a_reopen_that_fails_keeps_the_old_connection(store):
+    await store.set_cursor("c", "1")
+    moved = store.path.with_name("moved.db")
+    store.path.rename(moved)
+    store.path.mkdir()  # nothing can open a directory as a database
+    with pytest.raises(StoreError, match="cannot reopen database"):
+        await store.reopen()
+    # Still served by the connection it had: writes land in the (moved) file.
+    await store.set_cursor("c", "2")
+    assert await store.get_cursor("c") == "2"
+    store.path.rmdir()
+    moved.rename(store.path)
+    await store.reopen()
+    assert await store.get_cursor("c") == "2"
+
+
 async def test_backup_is_a_consistent_copy(store, tmp_path):
     await store.insert_plays([Play("lastfm", "ana", 1, "A", "B")])
     destination = tmp_path / "backups" / "copy.db"

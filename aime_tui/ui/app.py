@@ -287,7 +287,9 @@ class AimeApp(App):
 
     def action_wake(self) -> None:
         if self.supervisor:
-            self.run_worker(self.supervisor.wake(), name="wake", group="wake")
+            # A wake that cannot write (a full disk) is reported in the log; it never
+            # closes the dashboard.
+            self.run_worker(self._act(self.supervisor.wake()), name="wake", group="wake", exit_on_error=False)
 
     def action_history(self) -> None:
         if self.supervisor is not None and not isinstance(self.screen, HistoryScreen):
@@ -299,7 +301,9 @@ class AimeApp(App):
 
     def action_slow_wake(self) -> None:
         if self.supervisor and self.engine.demo is not None:
-            self.run_worker(self.engine.simulate_slow_wake(), name="wake", group="wake")
+            self.run_worker(
+                self._act(self.engine.simulate_slow_wake()), name="wake", group="wake", exit_on_error=False
+            )
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
