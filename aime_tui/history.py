@@ -149,6 +149,12 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _columns(db: sqlite3.Connection) -> str:
+    """The transition columns to read: a database an older version wrote has no detail."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    return _COLUMNS + (", detail" if version >= 2 else ", ''")
+
+
 def _one(db: sqlite3.Connection, sql: str, args: tuple) -> Transition | None:
     row = db.execute(sql, args).fetchone()
     return Transition(*row) if row else None
@@ -160,16 +166,17 @@ def service_history(
     """Availability over the last 24 h and 7 d, restarts, failures and recent rows of one service."""
     widest = max(seconds for _, seconds in WINDOWS)
     since = now - widest
+    columns = _columns(db)
     rows = [
         Transition(*row)
         for row in db.execute(
-            f"SELECT {_COLUMNS} FROM transitions WHERE service = ? AND at >= ? AND at <= ?"
+            f"SELECT {columns} FROM transitions WHERE service = ? AND at >= ? AND at <= ?"
             " ORDER BY at, id",
             (name, since, now),
         )
     ]
     kind_before = (
-        f"SELECT {_COLUMNS} FROM transitions WHERE service = ? AND at < ? AND to_state IN ({{}})"
+        f"SELECT {columns} FROM transitions WHERE service = ? AND at < ? AND to_state IN ({{}})"
         " ORDER BY at DESC, id DESC LIMIT 1"
     )
     runtime_marks = ", ".join("?" * len(RUNTIME_STATES))
@@ -198,7 +205,7 @@ def service_history(
     recent = [
         Transition(*row)
         for row in db.execute(
-            f"SELECT {_COLUMNS} FROM transitions WHERE service = ? ORDER BY at DESC, id DESC LIMIT ?",
+            f"SELECT {columns} FROM transitions WHERE service = ? ORDER BY at DESC, id DESC LIMIT ?",
             (name, limit),
         )
     ]
@@ -228,7 +235,8 @@ def stamp(at: float) -> str:
 
 
 def transition_line(row: Transition) -> str:
-    return f"{stamp(row.at)}  {row.from_state} → {row.to_state}  ({row.reason})"
+    line = f"{stamp(row.at)}  {row.from_state} → {row.to_state}  ({row.reason})"
+    return f"{line}: {row.detail}" if row.detail else line
 
 
 def window_line(window: Availability, restarts: int) -> str:

@@ -71,6 +71,10 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: what went wrong, in words, beside the reason category ("backoff", "error").
+    """
+    ALTER TABLE transitions ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -113,6 +117,8 @@ class Transition:
     to_state: str
     reason: str
     at: float
+    #: The failure's message for backoff and needs-attention rows; empty otherwise.
+    detail: str = ""
 
 
 def _retrieve_exception(task: asyncio.Future) -> None:
@@ -376,12 +382,14 @@ class Store:
 
     # -- runtime transitions --------------------------------------------------------
 
-    async def record_transition(self, service: str, before: str, after: str, reason: str) -> None:
+    async def record_transition(
+        self, service: str, before: str, after: str, reason: str, detail: str = ""
+    ) -> None:
         now = self._clock()
-        await self.write(lambda db: _insert_transition(db, service, before, after, reason, now))
+        await self.write(lambda db: _insert_transition(db, service, before, after, reason, now, detail))
 
     async def transitions(self, service: str | None = None, limit: int = 500) -> list[Transition]:
-        sql = "SELECT service, from_state, to_state, reason, at FROM transitions"
+        sql = "SELECT service, from_state, to_state, reason, at, detail FROM transitions"
         args: tuple = ()
         if service is not None:
             sql += " WHERE service = ?"
@@ -483,11 +491,13 @@ class Store:
 
 
 async def _insert_transition(
-    db: aiosqlite.Connection, service: str, before: str, after: str, reason: str, at: float
+    db: aiosqlite.Connection, service: str, before: str, after: str, reason: str, at: float,
+    detail: str = "",
 ) -> None:
     await db.execute(
-        "INSERT INTO transitions (service, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)",
-        (service, before, after, reason, at),
+        "INSERT INTO transitions (service, from_state, to_state, reason, at, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (service, before, after, reason, at, detail),
     )
 
 

@@ -142,6 +142,29 @@ async def test_the_week_window_sees_what_the_day_window_does_not(store):
     assert [row.to_state for row in item.failures] == ["needs attention"]
 
 
+async def test_a_failure_shows_what_went_wrong(store):
+    await run(store, NOW - 2 * HOUR, "tracker")
+    store.clock.now = NOW - HOUR
+    await store.record_transition("tracker", "running", "backoff", "backoff", "no answer from Last.fm within 10 s")
+    [tracker] = history.load(store.path, ["tracker"], now=NOW, alive=True)
+    [failure] = tracker.failures
+    assert history.transition_line(failure).endswith("running → backoff  (backoff): no answer from Last.fm within 10 s")
+
+
+def test_a_database_from_before_details_reads_the_same(tmp_path):
+    import sqlite3
+
+    from aime_tui.store import MIGRATIONS
+
+    path = tmp_path / "aime.db"
+    with sqlite3.connect(path) as db:  # an instance of the first release still runs on it
+        db.executescript(MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO transitions (service, from_state, to_state, reason, at) VALUES ('tracker', 'running', 'backoff', 'backoff', ?)", (NOW - 60,))
+    [tracker] = history.load(path, ["tracker"], now=NOW, alive=True)
+    assert history.transition_line(tracker.failures[0]).endswith("running → backoff  (backoff)")
+
+
 async def test_a_service_with_no_rows_has_nothing_recorded(store):
     windows, item = load(store, "roon_tracker")
     assert windows["24 h"].seconds == 0 and windows["24 h"].share is None

@@ -51,6 +51,23 @@ async def test_an_older_schema_is_migrated_up(tmp_path):
     await store.close()
 
 
+async def test_a_version_1_database_gains_transition_details_and_keeps_its_rows(tmp_path):
+    from aime_tui.store import MIGRATIONS
+
+    path = tmp_path / "aime.db"
+    with sqlite3.connect(path) as db:  # what the first release wrote
+        db.executescript(MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO transitions (service, from_state, to_state, reason, at) VALUES ('tracker', 'stopped', 'starting', 'launch', 5)")
+    store = await Store.open(path)
+    await store.record_transition("tracker", "starting", "backoff", "backoff", "Last.fm answered HTTP 503")
+    rows = await store.transitions("tracker")
+    assert [(row.to_state, row.detail) for row in rows] == [
+        ("starting", ""), ("backoff", "Last.fm answered HTTP 503"),
+    ]
+    await store.close()
+
+
 async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "aime.db"
     with sqlite3.connect(path) as db:

@@ -39,7 +39,8 @@ def history_text(item: history.ServiceHistory) -> Text:
     for row in item.transitions:
         text.append(f"  {history.stamp(row.at)}  ", style="dim")
         text.append(f"{row.from_state} → {row.to_state}")
-        text.append(f"  ({row.reason})\n", style="dim")
+        text.append(f"  ({row.reason})", style="dim")
+        text.append(f": {row.detail}\n" if row.detail else "\n", style="dim")
     text.rstrip()
     return text
 
