@@ -4,9 +4,11 @@ Owns the verdict and the report `aime-tui health` prints:
 
 - healthy: the database answers and every wanted service is running (nothing wanted
   counts as healthy: there is nothing to be failing at);
-- degraded: some wanted service is not running (starting, in backoff, needs attention);
-- unhealthy: the database does not answer, no wanted service is running, or no
-  instance runs at all.
+- degraded: some wanted service is not running (starting, in backoff, needs attention),
+  including one that is up but waits on the user (a Roon extension not yet approved):
+  not healthy, but not failing either;
+- unhealthy: the database does not answer, no wanted service is running or up and
+  waiting, or no instance runs at all.
 
 Also the tally of warnings and errors the engine logged, for counts and a rate.
 No Textual here.
@@ -88,15 +90,17 @@ def assess(
     views = list(views)
     wanted = [view for view in views if view.wanted]
     running = [view for view in wanted if view.state is RunState.RUNNING]
+    up = [view for view in wanted if view.up or view.state is RunState.RUNNING]
     problems = [
-        f"{view.name} is wanted but {view.state.value}" + (f": {view.reason}" if view.reason else "")
+        f"{view.name} is {'up but' if view.up else 'wanted but'} {view.state.value}"
+        + (f": {view.reason}" if view.reason else "")
         for view in wanted
         if view.state is not RunState.RUNNING
     ]
     if not database.get("reachable"):
         status = UNHEALTHY
         problems.insert(0, f"database unreachable: {database.get('error')}")
-    elif wanted and not running:
+    elif wanted and not up:
         status = UNHEALTHY
     elif len(running) < len(wanted):
         status = DEGRADED

@@ -5,6 +5,12 @@ backoff, stopping, needs attention), the user's desired states (committed to the
 before a change is reported), restoration at launch and after a wake (every wanted
 service concurrently, each isolated under its own timeout), full-jitter backoff, the
 heartbeat, and the events the UI and logs consume. No Textual here.
+
+"Needs attention" comes two ways. A start that raises NeedsAttention leaves the service
+down until the user fixes the cause and retries. A service that reports attention
+while up (connected to a Roon Core that has not approved the extension yet) stays up:
+it shows as needs attention with what to do, and goes to running by itself once it
+reports that it no longer needs it. `up` tells the two apart.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class ServiceView:
     restarts: int
     status: dict[str, Any]
     uptime: float | None = None
+    #: Started and not stopped: running, or needing attention while staying up (it then
+    #: carries on by itself once the user has done what `reason` says).
+    up: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class _Record:
     retry_at: float | None = None
     retry_timer: asyncio.TimerHandle | None = None
     operation: asyncio.Task | None = None
+    #: start() returned and no stop or fault since (running, or waiting on the user).
+    up: bool = False
 
 
 class Supervisor:
@@ -137,6 +148,7 @@ class Supervisor:
         self._records: dict[str, _Record] = {}
         for service in services:
             service.set_fault_handler(self._on_fault)
+            service.set_attention_handler(self._on_attention)
             self._records[service.name] = _Record(service)
         self._listeners: list[Listener] = []
         self._transition_queue: asyncio.Queue[tuple[str, str, str, str] | None] = asyncio.Queue()
@@ -182,6 +194,7 @@ class Supervisor:
             restarts=record.restarts,
             status=record.service.status(),
             uptime=None if record.running_since is None else self._clock() - record.running_since,
+            up=record.up,
         )
 
     def views(self) -> list[ServiceView]:
@@ -230,8 +243,8 @@ class Supervisor:
         """Commit "wanted", then start in the background. Returns once the commit is durable."""
         record = self._record(name)
         await self._commit_wanted(record, True, reason)
-        if record.state in (RunState.RUNNING, RunState.STARTING):
-            return
+        if record.up or record.state is RunState.STARTING:
+            return  # up already (waiting on the user counts: it carries on by itself)
         self._cancel_retry(record)  # this attempt replaces a pending backoff retry
         record.failures = 0
         self._launch(record, self._start_attempt(record, reason))
@@ -263,12 +276,18 @@ class Supervisor:
             await self.stop(name)
 
     async def retry_now(self, name: str) -> None:
-        """Skip the backoff wait (or retry a service that needs attention)."""
+        """Skip the backoff wait, or retry a service that needs attention.
+
+        One that is up while it waits on the user is restarted: it reconnects and asks again.
+        """
         record = self._record(name)
         if not record.wanted or record.state in (RunState.RUNNING, RunState.STARTING):
             return
         self._cancel_retry(record)
-        self._launch(record, self._start_attempt(record, "retry"))
+        if record.up:
+            self._launch(record, self._restart(record, "retry"))
+        else:
+            self._launch(record, self._start_attempt(record, "retry"))
 
     async def set_mode(self, name: str, mode: str, reason: str = "user") -> None:
         """Commit the mode, then apply it to the running service."""
@@ -277,7 +296,7 @@ class Supervisor:
             raise ValueError(f"{name} has no mode {mode!r} (modes: {', '.join(record.service.modes)})")
         await self.store.set_mode(name, mode, reason)
         record.mode = mode
-        if record.state is RunState.RUNNING:
+        if record.up:
             await record.service.set_mode(mode)
         else:
             record.service.mode = mode
@@ -302,7 +321,7 @@ class Supervisor:
         wanted = [
             record
             for record in self._records.values()
-            if record.wanted and record.state not in (RunState.RUNNING, RunState.STARTING)
+            if record.wanted and not record.up and record.state is not RunState.STARTING
         ]
         if wanted:
             self._log(f"restoring {', '.join(r.service.name for r in wanted)} ({trigger})")
@@ -355,7 +374,8 @@ class Supervisor:
 
         Catches what no fault report did: a service the supervisor believes running whose
         own status says otherwise, or a wanted service left stopped. Backoff and needs
-        attention are left alone: they already have a plan.
+        attention are left alone: they already have a plan (a service up and waiting on
+        the user is only checked, like a running one, for work that died unreported).
         """
         await asyncio.sleep(delay)
         while not self._closing:
@@ -363,7 +383,7 @@ class Supervisor:
                 if not record.wanted or record.operation is not None:
                     continue
                 name = record.service.name
-                if record.state is RunState.RUNNING and not record.service.status().get("running", True):
+                if record.up and not record.service.status().get("running", True):
                     self._on_fault(record.service, RuntimeError("found not running by the heartbeat"))
                 elif record.state is RunState.STOPPED:
                     self._log(f"{name}: wanted but stopped — restarting", logging.WARNING, name)
@@ -400,6 +420,7 @@ class Supervisor:
         record.retry_at = None
         self._set_state(record, RunState.STARTING, reason)
         record.service.mode = record.mode
+        record.service.clear_attention()  # whatever a previous run waited for, this one asks anew
         starting = asyncio.create_task(record.service.start(), name=f"{name}:start")
         try:
             done, _ = await asyncio.wait({starting}, timeout=self.restore_timeout)
@@ -415,6 +436,12 @@ class Supervisor:
         else:
             failure = starting.exception()
         if failure is None:
+            record.up = True
+            attention = record.service.attention
+            if attention is not None:
+                # Up, connected, and waiting on the user: not running yet, not failing either.
+                self._need_attention(record, attention)
+                return attention
             record.running_since = self._clock()
             record.reason = None
             self._set_state(record, RunState.RUNNING, reason)
@@ -473,11 +500,13 @@ class Supervisor:
         if record.state is RunState.STOPPED:
             return
         was_running = record.state is RunState.RUNNING
+        record.up = False
         self._set_state(record, RunState.STOPPING, reason)
         try:
             await asyncio.wait_for(record.service.stop(), STOP_TIMEOUT)
         except Exception as exc:
             self._log(f"{name}: stop did not finish cleanly: {describe_failure(exc)}", logging.WARNING, name)
+        record.service.clear_attention()
         record.running_since = None
         if reason == "user":
             record.reason = None
@@ -485,20 +514,60 @@ class Supervisor:
         if was_running and reason not in ("shutdown", "wake"):
             self._log(f"{name} stopped", service=name)
 
+    async def _restart(self, record: _Record, reason: str) -> str | None:
+        await self._stop_service(record, reason)
+        if not record.wanted or self._closing:
+            return None
+        return await self._start_attempt(record, reason)
+
     def _on_fault(self, service: Service, exc: BaseException) -> None:
-        """A running service reported that its background work broke."""
+        """A service that is up (running, or waiting on the user) reported that its work broke."""
         record = self._records.get(service.name)
-        if record is None or record.state is not RunState.RUNNING or self._closing:
+        if record is None or not record.up or self._closing:
             return
         if record.running_since is not None and self._clock() - record.running_since >= HEALTHY_RESET:
             record.failures = 0
 
         async def recover():
             await self._cleanup_after_failed_start(record)
+            record.service.clear_attention()
             self._fail(record, exc)
 
+        record.up = False
         self._set_state(record, RunState.STOPPING, "error")
         self._launch(record, recover())
+
+    def _on_attention(self, service: Service, reason: str | None, done: str | None) -> None:
+        """A service that is up started or stopped waiting on the user.
+
+        While it starts, what it reported is read once start() returns; once stopping or
+        down, it no longer matters.
+        """
+        record = self._records.get(service.name)
+        if record is None or not record.up or self._closing:
+            return
+        if reason is not None:
+            if record.state is RunState.RUNNING or record.reason != reason:
+                self._need_attention(record, reason)
+            return
+        if record.state is RunState.NEEDS_ATTENTION:
+            name = service.name
+            record.reason = None
+            record.running_since = self._clock()
+            self._set_state(record, RunState.RUNNING, "resolved")
+            self._log(f"{name} {done or 'no longer needs attention'}: running", service=name)
+
+    def _need_attention(self, record: _Record, reason: str) -> None:
+        """Show an up service as needing attention, saying what to do; logged once per reason."""
+        name = record.service.name
+        record.reason = reason
+        record.running_since = None
+        self._set_state(record, RunState.NEEDS_ATTENTION, "error")
+        self._log(
+            f"{name} needs attention: {reason} (still up: it carries on by itself once that is done)",
+            logging.WARNING,
+            name,
+        )
 
     async def _commit_wanted(self, record: _Record, wanted: bool, reason: str) -> None:
         await self.store.set_desired(record.service.name, wanted, reason)

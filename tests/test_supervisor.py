@@ -7,9 +7,11 @@ import sqlite3
 
 import pytest
 
+from aime_tui.health import DEGRADED, HEALTHY, assess
 from aime_tui.services.base import NeedsAttention, RetryAfter
 from aime_tui.store import Store
-from aime_tui.supervisor import RunState, Supervisor, full_jitter_delay
+from aime_tui.supervisor import LogEvent, RunState, StateEvent, Supervisor, full_jitter_delay
+from aime_tui.ui.cells import detail_text
 from scripted import ScriptedService
 
 NAMES = ("alpha", "beta", "gamma")
@@ -268,3 +270,133 @@ async def test_uptime_counts_from_the_last_start(db_path):
     await wait_for_state(supervisor, "alpha", RunState.STOPPED)
     assert supervisor.view("alpha").uptime is None
     await close(store, supervisor)
+
+
+class WaitingService(ScriptedService):
+    """Comes up, then waits on the user while staying up (a Roon extension not yet approved)."""
+
+    def __init__(self, name: str, ask: str | None) -> None:
+        super().__init__(name)
+        self.ask = ask  # what each start reports, if anything
+
+    async def start(self) -> None:
+        await super().start()
+        if self.ask is not None:
+            self.report_attention(self.ask)
+
+
+ASK = "approve it over there"
+REACHABLE = {"reachable": True, "checked_at": 0.0, "error": None}
+
+
+def health(supervisor: Supervisor) -> dict:
+    return assess(supervisor.views(), database=REACHABLE, uptime=1.0, errors={}, summary=None, now=0.0)
+
+
+async def test_attention_reported_while_up_clears_by_itself(db_path):
+    service = WaitingService("alpha", ASK)
+    store, supervisor = await open_supervisor(db_path, [service], wanted=("alpha",))
+    logged: list[str] = []
+    supervisor.subscribe(lambda event: isinstance(event, LogEvent) and logged.append(event.text))
+    summary = await supervisor.restore()
+    assert summary.failed == {"alpha": ASK}
+    view = supervisor.view("alpha")
+    assert (view.state, view.reason, view.up, view.uptime) == (RunState.NEEDS_ATTENTION, ASK, True, None)
+    assert service.running and service.stops == 0
+    # Not healthy, not failing either; the dashboard says no retry is needed.
+    assert health(supervisor)["status"] == DEGRADED
+    assert health(supervisor)["problems"] == [f"alpha is up but needs attention: {ASK}"]
+    assert detail_text(view) == (
+        f"alpha needs attention: {ASK} — connected, it carries on by itself once done"
+    )
+
+    # Saying it again is no news; the heartbeat leaves it alone, and so does a start.
+    service.report_attention(ASK)
+    heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.01))
+    await supervisor.start("alpha")
+    await asyncio.sleep(0.1)
+    heartbeat.cancel()
+    assert (service.starts, service.stops) == (1, 0)
+    assert [line for line in logged if "needs attention" in line] == [
+        f"alpha needs attention: {ASK} (still up: it carries on by itself once that is done)"
+    ]
+
+    service.report_attention(None, "approved")
+    view = supervisor.view("alpha")
+    assert (view.state, view.reason, view.up) == (RunState.RUNNING, None, True)
+    assert view.uptime is not None
+    assert "alpha approved: running" in logged
+    assert health(supervisor)["status"] == HEALTHY
+
+    # Asked again while running: back to needs attention, still up, still no restart.
+    service.report_attention("renew the permission")
+    view = supervisor.view("alpha")
+    assert (view.state, view.reason, view.up) == (RunState.NEEDS_ATTENTION, "renew the permission", True)
+    service.report_attention(None)
+    assert supervisor.view("alpha").state is RunState.RUNNING
+    assert "alpha no longer needs attention: running" in logged
+    assert (service.starts, service.stops) == (1, 0)
+    await close(store, supervisor)
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "SELECT from_state, to_state, reason FROM transitions"
+            " WHERE to_state NOT IN ('wanted', 'unwanted') ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("stopped", "starting", "launch"),
+        ("starting", "needs attention", "error"),
+        ("needs attention", "running", "resolved"),
+        ("running", "needs attention", "error"),
+        ("needs attention", "running", "resolved"),
+        ("running", "stopping", "shutdown"),
+        ("stopping", "stopped", "shutdown"),
+    ]
+
+
+async def test_attention_while_up_then_retry_fault_and_stop(db_path):
+    service = WaitingService("alpha", ASK)
+    store, supervisor = await open_supervisor(db_path, [service], wanted=("alpha",), rng=lambda: 0.01)
+    try:
+        await supervisor.restore()
+        states: list[RunState] = []
+
+        def note(event) -> None:
+            if isinstance(event, StateEvent) and (not states or states[-1] is not event.view.state):
+                states.append(event.view.state)
+
+        supervisor.subscribe(note)
+
+        async def seen(*expected: RunState) -> None:
+            """Wait until the states since the last call are `expected` (none missed, however brief)."""
+
+            async def poll():
+                while len(states) < len(expected):
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(poll(), 3)
+            assert states == list(expected)
+            states.clear()
+
+        # r restarts it: it reconnects and asks again.
+        await supervisor.retry_now("alpha")
+        await seen(RunState.STOPPING, RunState.STOPPED, RunState.STARTING, RunState.NEEDS_ATTENTION)
+        assert (service.starts, service.stops) == (2, 1)
+        assert supervisor.view("alpha").up
+
+        # Its work dying while it waits is a fault like any other: backoff, then a new start.
+        service.ask = None  # meanwhile the user did what was asked
+        service.break_now(ConnectionResetError("socket dropped"))
+        await seen(RunState.STOPPING, RunState.BACKOFF, RunState.STARTING, RunState.RUNNING)
+        assert service.starts == 3 and service.attention is None
+        assert supervisor.view("alpha").restarts == 1
+
+        service.report_attention(ASK)
+        await supervisor.stop("alpha")
+        await seen(RunState.NEEDS_ATTENTION, RunState.STOPPING, RunState.STOPPED)
+        view = supervisor.view("alpha")
+        assert (view.up, view.reason, service.running, service.attention) == (False, None, False, None)
+        # Stopped, what it reports is nobody's concern.
+        service.report_attention(None)
+        assert supervisor.view("alpha").state is RunState.STOPPED
+    finally:
+        await close(store, supervisor)

@@ -184,6 +184,11 @@ class FakeRoonCore:
         self._ticker = asyncio.create_task(self._tick_forever(), name="fake-roon:tick")
 
     @property
+    def connected(self) -> int:
+        """How many extensions hold a connection to the Core now."""
+        return len(self._sessions)
+
+    @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the fake Roon Core is not started")

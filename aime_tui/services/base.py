@@ -2,6 +2,11 @@
 
 A service knows how to start, stop and describe itself. Everything about wanting,
 retrying, timing out and persisting belongs to the supervisor. No Textual here.
+
+Two ways to tell the supervisor something went wrong: a fault (`report_fault`, or
+raising from `start()`) means the service is down; attention (`report_attention`)
+means it stays up and connected but waits on the user (an extension not yet approved
+in Roon), and clearing it means it carries on by itself, no retry needed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class NeedsAttention(Exception):
-    """A fault that no retry fixes (bad key, unapproved extension): the message says what to do."""
+    """A fault that no retry fixes and the service cannot stay up with (a bad API key, a
+    missing setting): the message says what to do. A service that can stay up while the
+    user acts (an extension awaiting approval) reports attention instead."""
 
 
 class RetryAfter(Exception):
@@ -27,6 +34,8 @@ class RetryAfter(Exception):
 
 
 FaultHandler = Callable[["Service", BaseException], None]
+#: Told of (service, what the user should do, or None once done, how it got done).
+AttentionHandler = Callable[["Service", "str | None", "str | None"], None]
 
 
 class Service(ABC):
@@ -38,8 +47,11 @@ class Service(ABC):
 
     def __init__(self) -> None:
         self._fault_handler: FaultHandler | None = None
+        self._attention_handler: AttentionHandler | None = None
         self._tasks: set[asyncio.Task] = set()
         self.mode: str | None = None
+        #: What the user must do for the service, which is up and waiting meanwhile; or None.
+        self.attention: str | None = None
 
     @abstractmethod
     async def start(self) -> None:
@@ -73,6 +85,30 @@ class Service(ABC):
             self._fault_handler(self, exc)
         else:
             log.error("%s failed: %s", self.name, exc, exc_info=exc)
+
+    def set_attention_handler(self, handler: AttentionHandler | None) -> None:
+        self._attention_handler = handler
+
+    def report_attention(self, reason: str | None, done: str | None = None) -> None:
+        """Say the service, still up, waits on the user for `reason`; None once it no longer does.
+
+        `done` says how it got resolved, for the log ("approved in Roon"). A service reports
+        this from `start()` (which then returns: it is up) or from its background work.
+        Repeating the current value tells nobody anything.
+        """
+        if reason == self.attention:
+            return
+        self.attention = reason
+        if self._attention_handler is not None:
+            self._attention_handler(self, reason, done)
+        elif reason is not None:
+            log.warning("%s needs attention: %s", self.name, reason)
+        else:
+            log.info("%s %s", self.name, done or "no longer needs attention")
+
+    def clear_attention(self) -> None:
+        """Forget the attention quietly: for `stop()`, where nobody waits any more."""
+        self.attention = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
         """Run background work; an exception escaping it is reported, never lost."""

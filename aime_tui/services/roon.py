@@ -8,6 +8,13 @@ counts only as fast as time passes, so a jump forward is a seek, not listening. 
 never retries by itself: a failed handshake raises, a lost socket escapes the reader
 task, and the supervisor backs off and calls `start()` again.
 
+The whole handshake fits the start budget the supervisor gives it (the restore
+timeout), so a slow Core within that budget is waited for. A Core keeps the register
+request open until the user enables the extension in Roon → Settings → Extensions:
+then `start()` still succeeds, connected, and reports attention (what to do) instead
+of failing; when the Core answers, the token is saved, the zones subscribed and the
+attention cleared, with no retry and nothing for the user to press.
+
 Each zone's play in progress (which track, when it started, how much was heard, whether
 it was stored) is kept in the store's cursors as `roon:listening:{zone_id}`, written when
 it starts, pauses, resumes, jumps or is stored (the play and that mark in one
@@ -33,6 +40,7 @@ from aime_tui.moo import (
     MooConnection,
     MooConnectionLost,
     MooError,
+    MooMessage,
     MooSubscription,
 )
 from aime_tui.services.base import NeedsAttention, Service
@@ -58,6 +66,12 @@ EXTENSION = {
     "optional_services": [],
     "provided_services": ["com.roonlabs.ping:1"],
 }
+
+#: The supervisor's default start budget (the restore timeout), for a tracker built without one.
+DEFAULT_START_TIMEOUT = 3.0
+#: The handshake ends this much (at most a tenth of the budget) before the supervisor's own
+#: timeout, so a Core too slow for it fails with an error naming the step that stalled.
+HANDSHAKE_MARGIN = 0.25
 
 #: A track is a play after half its length or this many seconds heard, whichever is first.
 PLAY_CAP = 240.0
@@ -120,12 +134,16 @@ class _Listening:
         return cls(**dict(fields, track=_Track(**fields["track"])))
 
 
+def handshake_budget(start_timeout: float) -> float:
+    """Seconds the whole handshake may take within a start budget of `start_timeout`."""
+    return start_timeout - min(HANDSHAKE_MARGIN, start_timeout / 10)
+
+
 class RoonTracker(Service):
     name = "roon_tracker"
-    #: Seconds each handshake step (connect, info, subscribe) may take.
-    handshake_timeout = 2.0
-    #: Seconds to wait for a registration an unapproved extension never gets; short, so
-    #: the fault shows well within the restore timeout.
+    #: At most this many seconds waiting for the Core to answer the registration before
+    #: telling the user to approve the extension (an approved one answers at once); the
+    #: wait goes on in the background after that.
     approval_wait = 1.5
 
     def __init__(
@@ -135,8 +153,12 @@ class RoonTracker(Service):
         *,
         config_path: Path | None = None,
         clock=time.time,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
     ) -> None:
         super().__init__()
+        #: Seconds the whole handshake (connect, info, register, subscribe) may take, from
+        #: the time the supervisor gives `start()` (the restore timeout).
+        self.handshake_timeout = handshake_budget(start_timeout)
         self._config = config
         self._store = store
         self._config_path = config_path
@@ -173,9 +195,12 @@ class RoonTracker(Service):
             raise
         self._running = True
         self._last_error = None
-        log.info(
-            "roon_tracker: connected to %s at %s, %d zones", self._core_name, self.where, len(self._zones)
-        )
+        if self.attention is not None:
+            log.info("roon_tracker: connected to %s at %s, waiting for approval", self._core_name, self.where)
+        else:
+            log.info(
+                "roon_tracker: connected to %s at %s, %d zones", self._core_name, self.where, len(self._zones)
+            )
 
     async def stop(self) -> None:
         self._running = False
@@ -186,10 +211,12 @@ class RoonTracker(Service):
         await self.cancel_tasks()
         self._zones.clear()
         self._core_name = None
+        self.clear_attention()
 
     def status(self) -> dict[str, Any]:
         return {
             "running": self._running,
+            "awaiting_approval": self.attention is not None,
             "core": self._core_name,
             "zones": len(self._zones),
             "now_playing": self._now_playing(),
@@ -202,38 +229,66 @@ class RoonTracker(Service):
     async def _open_session(self) -> None:
         token = await self._store.get_setting(TOKEN_SETTING)
         url = f"ws://{self.where}/api"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handshake_timeout
         try:
             connection = await self._within(
-                MooConnection.connect(url, open_timeout=self.handshake_timeout), "the connection"
+                MooConnection.connect(url, open_timeout=self.handshake_timeout), "the connection", deadline
             )
         except MooConnectError as exc:
             raise ConnectionError(f"cannot connect to Roon Core at {self.where}: {exc.reason}") from None
         self._connection = connection
         self.spawn(self._read(connection), "reader")
 
-        info = await self._within(connection.request(REGISTRY_INFO), "registry info")
+        info = await self._within(connection.request(REGISTRY_INFO), "registry info", deadline)
         self._core_name = _text(info.body, "display_name") or "Roon Core"
-        await self._register(connection, token)
 
-        subscription = await self._within(
-            connection.subscribe(SUBSCRIBE_ZONES, {"subscription_key": 1}), "the zone subscription"
-        )
-        first = await self._within(anext(subscription), "the zone subscription")
-        if first.name != "Subscribed":
-            raise MooError(f"Roon Core at {self.where} refused the zone subscription: {first.name}")
-        await self._apply_zones(first.name, first.body)
-        self.spawn(self._follow_zones(subscription), "zones")
-
-    async def _register(self, connection: MooConnection, token: str | None) -> None:
         registration = dict(EXTENSION, token=token) if token else dict(EXTENSION)
+        registering = asyncio.ensure_future(connection.request(REGISTER, registration))
+        # Stopped before the background wait ran, a lost connection is nobody's news.
+        registering.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            # A Core answers only once the user has enabled the extension.
-            async with asyncio.timeout(self.approval_wait):
-                reply = await connection.request(REGISTER, registration)
-        except TimeoutError:
-            raise NeedsAttention(APPROVE_HINT) from None
+            # A Core answers at once for an approved extension, and only once the user has
+            # enabled it otherwise. Half of what is left of the budget at most: an answer
+            # at the end of the wait still leaves time to subscribe.
+            wait = min(self.approval_wait, max(0.0, deadline - loop.time()) / 2)
+            await asyncio.wait({registering}, timeout=wait)
+        except BaseException:
+            registering.cancel()
+            raise
+        if not registering.done():
+            # Connected and waiting: carry on in the background, and say what to do.
+            self.spawn(self._await_approval(connection, registering, token), "approval")
+            self.report_attention(APPROVE_HINT)
+            return
+        try:
+            reply = registering.result()
         except MooConnectionLost as exc:
             raise self._lost_during_handshake(exc) from None
+        await self._registered(reply, token)
+        await self._subscribe_zones(connection, deadline)
+
+    async def _await_approval(
+        self, connection: MooConnection, registering: asyncio.Future[MooMessage], token: str | None
+    ) -> None:
+        """Wait as long as it takes for the Core to answer the registration, then subscribe."""
+        try:
+            reply = await registering
+            await self._registered(reply, token)
+            deadline = asyncio.get_running_loop().time() + self.handshake_timeout
+            await self._subscribe_zones(connection, deadline)
+        except Exception as exc:
+            if connection.closed:
+                return  # the reader reports the lost socket, or stop() closed it
+            raise self._broken(exc) from None
+        log.info(
+            "roon_tracker: approved; connected to %s at %s, %d zones",
+            self._core_name, self.where, len(self._zones),
+        )
+        self.report_attention(None, "approved in Roon")
+
+    async def _registered(self, reply: MooMessage, token: str | None) -> None:
+        """Take the Core's answer to the registration: save the token it gives."""
         if reply.name != "Registered":
             raise MooError(f"Roon Core at {self.where} refused to register aime-tui: {reply.name}")
         new_token = _text(reply.body, "token")
@@ -245,14 +300,25 @@ class RoonTracker(Service):
         self._account = self._core_name
         log.info("roon_tracker: registered with %s (token %s)", self._core_name, mask_secret(new_token))
 
-    async def _within(self, step: Awaitable[T], what: str) -> T:
-        """Await one handshake step under `handshake_timeout`, with errors naming the Core."""
+    async def _subscribe_zones(self, connection: MooConnection, deadline: float) -> None:
+        subscription = await self._within(
+            connection.subscribe(SUBSCRIBE_ZONES, {"subscription_key": 1}), "the zone subscription", deadline
+        )
+        first = await self._within(anext(subscription), "the zone subscription", deadline)
+        if first.name != "Subscribed":
+            raise MooError(f"Roon Core at {self.where} refused the zone subscription: {first.name}")
+        await self._apply_zones(first.name, first.body)
+        self.spawn(self._follow_zones(subscription), "zones")
+
+    async def _within(self, step: Awaitable[T], what: str, deadline: float) -> T:
+        """Await one handshake step before the handshake's deadline, with errors naming the Core."""
         try:
-            async with asyncio.timeout(self.handshake_timeout):
+            async with asyncio.timeout_at(deadline):
                 return await step
         except TimeoutError:
             raise TimeoutError(
-                f"Roon Core at {self.where}: no answer for {what} within {self.handshake_timeout:g} s"
+                f"Roon Core at {self.where}: no answer for {what}"
+                f" (handshake timed out after {self.handshake_timeout:g} s)"
             ) from None
         except MooConnectionLost as exc:
             raise self._lost_during_handshake(exc) from None

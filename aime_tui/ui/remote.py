@@ -28,7 +28,7 @@ def view_from_wire(wire: dict[str, Any]) -> ServiceView:
     return ServiceView(
         name=wire["name"], state=RunState(wire["state"]), wanted=wire["wanted"], mode=wire.get("mode"),
         reason=wire.get("reason"), retry_in=wire.get("retry_in"), restarts=wire.get("restarts", 0),
-        status=wire.get("status") or {}, uptime=wire.get("uptime"),
+        status=wire.get("status") or {}, uptime=wire.get("uptime"), up=wire.get("up", False),
     )
 
 
