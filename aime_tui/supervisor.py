@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Callable, Iterable
 
 from .services.base import NeedsAttention, RetryAfter, Service
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Supervisor:
             service.set_attention_handler(self._on_attention)
             self._records[service.name] = _Record(service)
         self._listeners: list[Listener] = []
-        self._transition_queue: asyncio.Queue[tuple[str, str, str, str] | None] = asyncio.Queue()
+        self._transition_queue: asyncio.Queue[tuple[str, str, str, str, str] | None] = asyncio.Queue()
         self._transition_writer: asyncio.Task | None = None
         self._closing = False
         self._wake_lock = asyncio.Lock()
@@ -355,7 +355,11 @@ class Supervisor:
             await asyncio.gather(
                 *(self._stop_for_wake(record) for record in self._records.values() if record.wanted)
             )
-            await self.store.reopen()
+            try:
+                await self.store.reopen()
+            except StoreError as exc:
+                # The connection it had still works, and services matter more.
+                self._log(f"{exc}; carrying on with the connection it had", logging.WARNING)
             return await self.restore("wake")
 
     async def _stop_for_wake(self, record: _Record) -> None:
@@ -581,7 +585,10 @@ class Supervisor:
         before = record.state
         record.state = state
         if before is not state:
-            self._transition_queue.put_nowait((record.service.name, before.value, state.value, reason))
+            # A failure's own words go beside its category, for the history screen.
+            failing = state in (RunState.BACKOFF, RunState.NEEDS_ATTENTION)
+            detail = (record.reason or "") if failing else ""
+            self._transition_queue.put_nowait((record.service.name, before.value, state.value, reason, detail))
         self._emit(StateEvent(self.view(record.service.name)))
 
     async def _write_transitions(self) -> None:

@@ -400,3 +400,40 @@ async def test_attention_while_up_then_retry_fault_and_stop(db_path):
         assert supervisor.view("alpha").state is RunState.STOPPED
     finally:
         await close(store, supervisor)
+
+
+async def test_a_failures_own_words_are_kept_beside_its_transition(db_path):
+    services = [ScriptedService(n) for n in NAMES]
+    services[1].failures.append(ConnectionRefusedError("connect to 127.0.0.1:9 refused"))
+    services[2].failures.append(NeedsAttention("set lastfm.api_key in config.toml"))
+    store, supervisor = await open_supervisor(db_path, services)
+    await supervisor.restore()
+    await close(store, supervisor)  # flushes the transition log
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "SELECT service, to_state, reason, detail FROM transitions"
+            " WHERE to_state IN ('backoff', 'needs attention', 'running') ORDER BY id"
+        ).fetchall()
+    assert ("beta", "backoff", "backoff", "connect to 127.0.0.1:9 refused") in rows
+    assert ("gamma", "needs attention", "error", "set lastfm.api_key in config.toml") in rows
+    assert ("alpha", "running", "launch", "") in rows
+
+
+async def test_a_wake_that_cannot_reopen_the_database_still_restores(db_path):
+    services = [ScriptedService(n) for n in NAMES]
+    store, supervisor = await open_supervisor(db_path, services)
+    await supervisor.restore()
+    logged = []
+    supervisor.subscribe(lambda event: isinstance(event, LogEvent) and logged.append(event.text))
+    moved = db_path.with_name("moved.db")
+    db_path.rename(moved)
+    db_path.mkdir()  # the file is gone where a new connection would look
+    summary = await supervisor.wake()
+    assert sorted(summary.succeeded) == sorted(NAMES)
+    assert any("cannot reopen database" in text and "carrying on" in text for text in logged)
+    await supervisor.stop("alpha")  # acknowledged through the connection it kept
+    db_path.rmdir()
+    moved.rename(db_path)
+    await close(store, supervisor)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT is_active FROM service_states WHERE service_name = 'alpha'").fetchone() == (0,)
