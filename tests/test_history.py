@@ -240,13 +240,19 @@ async def test_service_keys_do_nothing_over_the_history_screen(config):
     from test_app import wait_until
 
     from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.history_screen import HistoryScreen
 
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=(110, 40)) as pilot:
         await wait_until(pilot, lambda: app.last_summary is not None)
-        await pilot.press("h", "x", "space")
+        await pilot.press("h")
+        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await pilot.press("x", "space")
         await pilot.pause(0.1)
         assert app.supervisor.view("tracker").wanted and services["tracker"].running
-        await pilot.press("escape", "x")
-        assert not app.supervisor.view("tracker").wanted
+        await pilot.press("escape")
+        # Popping a screen finishes after the key is handled: x goes to the table once it is back.
+        await wait_until(pilot, lambda: not isinstance(app.screen, HistoryScreen))
+        await pilot.press("x")
+        await wait_until(pilot, lambda: not app.supervisor.view("tracker").wanted)
