@@ -86,6 +86,7 @@ class AimeApp(App):
         self._shown: dict[tuple[str, str], Any] = {}
         self.supervisor: Supervisor | None = None
         self.last_summary: RestoreSummary | None = None
+        self._unmounted = False
 
     # -- layout ----------------------------------------------------------------------
 
@@ -161,6 +162,9 @@ class AimeApp(App):
             self.exit()
 
     async def on_unmount(self) -> None:
+        # The widgets are gone by now, but the refresh timers may still fire while the
+        # services stop: they must not look for them.
+        self._unmounted = True
         await self.engine.close()
 
     # -- engine events -------------------------------------------------------------------
@@ -175,7 +179,7 @@ class AimeApp(App):
                 asyncio.get_running_loop().call_soon(self._refresh_from_engine)
 
     def _refresh_from_engine(self) -> None:
-        if self.supervisor is None:
+        if self.supervisor is None or self._unmounted:
             return
         dirty, self._dirty = self._dirty, set()
         if dirty:
@@ -189,6 +193,8 @@ class AimeApp(App):
 
     def _tick(self) -> None:
         """Once a second: clock, countdowns, last-check times and counts."""
+        if self._unmounted:
+            return
         self._update_clock()
         if self.supervisor is None:
             return
