@@ -11,8 +11,9 @@ carries `"ok"`, and `"error"` when it is false. Commands:
     mode   mode [service]  the service defaults to the one that has modes
     wake                   recover as after a sleep; answers with the restore summary
     health                 see health.py
-    subscribe              keep the connection open: a status answer, then one line per
-                           engine event (state, log, summary) until either side closes
+    subscribe              keep the connection open: a status answer carrying the recent
+                           log ("recent"), then one line per engine event (state, log,
+                           summary) until either side closes
 
 The socket file is created mode 0600 in the data directory: only its owner may talk to
 it. Both sides time out, so neither a stuck peer nor a slow command hangs the other.
@@ -28,6 +29,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,8 @@ COMMAND_TIMEOUT = 20.0
 WRITE_TIMEOUT = 5.0
 # Events a subscriber has not read yet; beyond this it is too slow and is dropped.
 SUBSCRIBER_BACKLOG = 2000
+# Log lines (and summaries) a dashboard that attaches is shown first, as `pm2 logs` does.
+RECENT_LOG_LINES = 200
 CLIENT_TIMEOUT = 10.0
 # A wake stops and restores every wanted service: allow for both timeouts and more.
 WAKE_CLIENT_TIMEOUT = 30.0
@@ -105,6 +109,7 @@ class ControlServer:
         self.last_summary: RestoreSummary | None = None
         self._server: asyncio.AbstractServer | None = None
         self._subscribers: set[asyncio.Queue] = set()
+        self._recent_log: deque[dict[str, Any]] = deque(maxlen=RECENT_LOG_LINES)
         self._wake: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -150,8 +155,10 @@ class ControlServer:
             self.last_summary = event
         elif isinstance(event, LogEvent):
             self.errors.note(event.level)
+        wire = event_to_wire(event)
+        if not isinstance(event, StateEvent):
+            self._recent_log.append(wire)
         if self._subscribers:
-            wire = event_to_wire(event)
             for queue in list(self._subscribers):
                 if queue.qsize() >= SUBSCRIBER_BACKLOG:
                     self._subscribers.discard(queue)
@@ -208,7 +215,8 @@ class ControlServer:
         queue: asyncio.Queue = asyncio.Queue()
         self._subscribers.add(queue)
         try:
-            await self._send(writer, {"ok": True, **await self._cmd_status({})})
+            status = await self._cmd_status({})
+            await self._send(writer, {"ok": True, **status, "recent": list(self._recent_log)})
             while (item := await queue.get()) is not None:
                 writer.write(encode(item))
                 # Drain only when the buffer fills: a burst of events is one write.
@@ -242,6 +250,11 @@ class ControlServer:
             "demo": self.engine.config.demo,
             "summary": None if self.last_summary is None else summary_to_wire(self.last_summary),
             "services": [view_to_wire(view) for view in supervisor.views()],
+            "modes": {
+                name: list(supervisor.service(name).modes)
+                for name in supervisor.names
+                if supervisor.service(name).modes
+            },
         }
 
     async def _cmd_start(self, request: dict[str, Any]) -> dict[str, Any]:

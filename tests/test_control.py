@@ -295,6 +295,33 @@ async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leavin
         assert headless.stop() == 0
 
 
+async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_path):
+    from aime_tui.config import load_config
+    from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.remote import RemoteEngine
+    from test_app import wait_until
+
+    headless = Headless(tmp_path).start("Restored 3 succeeded")
+    try:
+        headless.ask({"cmd": "stop", "service": "roon_tracker"})
+        config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
+        app = AimeApp(RemoteEngine(config), subtitle="attached")
+        async with app.run_test(size=(110, 32)) as pilot:
+            await wait_until(pilot, lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
+            shown = [line.text for line in app.log_view.lines]
+            before = [i for i, text in enumerate(shown) if "roon_tracker wanted off (saved)" in text]
+            launch = [i for i, text in enumerate(shown) if "Restored 3 succeeded" in text]
+            attached = [i for i, text in enumerate(shown) if "attached to the running instance" in text]
+            assert launch and before and launch[0] < before[0] < attached[0], shown
+            assert "Restored 3 succeeded" in str(app.query_one("#summary").render())
+            # The instance says which services have modes; m cycles only those.
+            assert app.supervisor.service("scheduler").modes == ("MAINTENANCE", "MASSIVE")
+            assert app.supervisor.service("tracker").modes == ()
+            await pilot.press("q")
+    finally:
+        assert headless.stop() == 0
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path):
     from test_e2e_tmux import TmuxSession

@@ -52,6 +52,8 @@ class RemoteSupervisor:
         self._writer: asyncio.StreamWriter | None = None
         self.pid: int | None = None
         self.summary: RestoreSummary | None = None
+        self._modes: dict[str, tuple[str, ...]] = {}
+        self._recent: list[dict[str, Any]] = []
 
     # -- the connection ----------------------------------------------------------------
 
@@ -62,6 +64,7 @@ class RemoteSupervisor:
         self._writer.write(encode({"cmd": "subscribe"}))
         first = json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT))
         self._take_status(first)
+        self._recent = first.get("recent") or []
         self._tasks = [
             asyncio.create_task(self._follow(reader), name="remote-events"),
             asyncio.create_task(self._poll(), name="remote-poll"),
@@ -81,24 +84,28 @@ class RemoteSupervisor:
             self.summary = summary_from_wire(answer["summary"])
         for wire in answer.get("services", []):
             self._views[wire["name"]] = view_from_wire(wire)
+        if "modes" in answer:
+            self._modes = {name: tuple(modes) for name, modes in answer["modes"].items()}
 
     async def _follow(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
-            event = json.loads(line)
-            kind = event.pop("event", None)
-            if kind == "state":
-                view = view_from_wire(event["view"])
-                self._views[view.name] = view
-                self._emit(StateEvent(view))
-            elif kind == "log":
-                self._emit(LogEvent(event["text"], event["level"], event.get("service"), event["at"]))
-            elif kind == "summary":
-                self.summary = summary_from_wire(event)
-                self._emit(self.summary)
+            self._take_event(json.loads(line))
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()  # no instance, nothing to poll
         self._emit(LogEvent(f"the instance (pid {self.pid}) went away: the dashboard shows its last state", logging.ERROR, at=time.time()))
+
+    def _take_event(self, event: dict[str, Any]) -> None:
+        kind = event.pop("event", None)
+        if kind == "state":
+            view = view_from_wire(event["view"])
+            self._views[view.name] = view
+            self._emit(StateEvent(view))
+        elif kind == "log":
+            self._emit(LogEvent(event["text"], event["level"], event.get("service"), event["at"]))
+        elif kind == "summary":
+            self.summary = summary_from_wire(event)
+            self._emit(self.summary)
 
     async def _poll(self) -> None:
         while True:
@@ -145,14 +152,21 @@ class RemoteSupervisor:
         return list(self._views.values())
 
     def service(self, name: str) -> _RemoteService:
-        # The wire views carry a mode only for a service that has modes: the scheduler.
+        if self._modes or name not in self._views:
+            return _RemoteService(self._modes.get(name, ()))
+        # An instance too old to list its modes: only the scheduler has a mode on the wire.
         return _RemoteService(SCHEDULER_MODES if self._views[name].mode else ())
 
     # -- what the keys do ----------------------------------------------------------------
 
     async def restore(self, trigger: str = "launch") -> RestoreSummary | None:
-        """Attaching restores nothing: show the running instance's last summary."""
-        if self.summary is not None:
+        """Attaching restores nothing: show the running instance's recent log and summary."""
+        summary_shown = False
+        for event in self._recent:
+            summary_shown |= event.get("event") == "summary"
+            self._take_event(dict(event))
+        self._recent = []
+        if self.summary is not None and not summary_shown:
             self._emit(self.summary)
         self._emit(LogEvent(f"attached to the running instance (pid {self.pid}); q detaches and leaves it running", at=time.time()))
         return self.summary
