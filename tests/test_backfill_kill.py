@@ -23,6 +23,9 @@ PLAYS = 50_000
 PAGES = PLAYS // 200
 NEWEST = 1_700_000_000
 INTERVAL = "0.005"
+#: Bounds on each step, far above what a step takes (a run of half the pages is about
+#: 1.5 s here, and five times that on a loaded two-core machine): a failure, not a pace.
+STEP_TIMEOUT = 60
 
 
 async def run_child(fake: FakeLastfm, data_dir: Path) -> asyncio.subprocess.Process:
@@ -30,7 +33,7 @@ async def run_child(fake: FakeLastfm, data_dir: Path) -> asyncio.subprocess.Proc
         sys.executable, str(CHILD), str(data_dir), fake.url, fake.api_key, fake.user, INTERVAL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    line = await asyncio.wait_for(child.stdout.readline(), 20)
+    line = await asyncio.wait_for(child.stdout.readline(), STEP_TIMEOUT)
     assert line == b"ready\n", (line, await child.stderr.read())
     return child
 
@@ -39,14 +42,29 @@ def pages_asked(requests: list[dict]) -> list[int]:
     return [int(r["page"]) for r in requests if "to" in r]
 
 
+def backfill_cursor(db: sqlite3.Connection, user: str) -> dict:
+    # By name: the cursors table also keeps the scheduler's other jobs' last runs.
+    [value] = db.execute("SELECT value FROM cursors WHERE name = ?", (f"backfill:lastfm:{user}",)).fetchone()
+    return json.loads(value)
+
+
+async def until_pages_asked(fake: FakeLastfm, child: asyncio.subprocess.Process, count: int) -> None:
+    """Wait for the child to have asked for `count` pages; fail (not hang) if it died first."""
+    async def poll():
+        while len(pages_asked(fake.requests)) < count:
+            assert child.returncode is None, (child.returncode, await child.stderr.read())
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), STEP_TIMEOUT)
+
+
 async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(tmp_path):
     fake = FakeLastfm(user="kill", api_key="kill-test-key-0000", plays=PLAYS, newest=NEWEST, spacing=60)
     await fake.start()
     try:
         first = await run_child(fake, tmp_path)
-        # Kill somewhere inside the cycle of page 120: fetching, parsing or committing it.
-        while len(pages_asked(fake.requests)) < PAGES // 2:
-            await asyncio.sleep(0.001)
+        # Kill somewhere inside the cycle of page 125: fetching, parsing or committing it.
+        await until_pages_asked(fake, first, PAGES // 2)
         await asyncio.sleep(random.Random(4).uniform(0, 0.02))
         first.send_signal(signal.SIGKILL)
         assert await asyncio.wait_for(first.wait(), 10) == -signal.SIGKILL
@@ -54,7 +72,7 @@ async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(
         asked_before = len(fake.requests)
 
         with sqlite3.connect(tmp_path / "aime.db") as db:
-            cursor = json.loads(db.execute("SELECT value FROM cursors").fetchone()[0])
+            cursor = backfill_cursor(db, fake.user)
             stored = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
         assert 0 < cursor["pages_done"] < PAGES, "killed in the middle"
         # A page and its cursor commit together: exactly the pages the cursor counts are in.
@@ -62,7 +80,7 @@ async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(
         assert first_pages[: cursor["pages_done"]] == list(range(PAGES, cursor["next_page"], -1))
 
         second = await run_child(fake, tmp_path)
-        out, err = await asyncio.wait_for(second.communicate(), 30)
+        out, err = await asyncio.wait_for(second.communicate(), STEP_TIMEOUT)
         assert (second.returncode, out) == (0, b"done\n"), err.decode()[-2000:]
     finally:
         await fake.stop()
@@ -78,6 +96,6 @@ async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(
         rows = db.execute(
             "SELECT source, account, played_at, artist, title, album FROM plays ORDER BY played_at DESC"
         ).fetchall()
-        final = json.loads(db.execute("SELECT value FROM cursors").fetchone()[0])
+        final = backfill_cursor(db, fake.user)
     assert [Play(*row) for row in rows] == fake.history
     assert (final["done"], final["pages_done"], final["plays"]) == (True, PAGES, PLAYS)

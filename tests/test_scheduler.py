@@ -69,6 +69,17 @@ def backfill_pages(fake: FakeLastfm, since: int = 0) -> list[int]:
     return [int(r["page"]) for r in fake.requests[since:] if "to" in r]
 
 
+def let_through(fake: FakeLastfm, requests: int) -> None:
+    """Answer the next `requests` requests normally, whatever comes injected after them.
+
+    Faults apply to the next requests in injection order, and a zero-second "slow" answers
+    as usual: a fault injected after this lands on an exact request, decided before the
+    backfill starts. Waiting for a page count and then injecting races the backfill,
+    which may be fetching the next page already on a loaded machine.
+    """
+    fake.inject("slow", times=requests, delay=0)
+
+
 # -- MASSIVE -------------------------------------------------------------------------
 
 
@@ -90,29 +101,54 @@ async def test_massive_backfill_stores_the_whole_history_exactly(lastfm, store, 
 
 
 async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
+    # The probe and pages 5 and 4 are answered; page 3 never is, so the backfill holds
+    # still at two pages for as long as the test looks, however loaded the machine.
+    let_through(lastfm, 3)
+    lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
+    began = time.monotonic()
     await scheduler.start()
     try:
-        await until(lambda: scheduler.pages_done == 2)
+        await until(lambda: backfill_pages(lastfm) == [5, 4, 3])
+        elapsed = time.monotonic() - began
         status = scheduler.status()
         assert (status["pages_done"], status["total_pages"]) == (2, 5)
         assert (status["backfill_plays"], status["backfill_total"]) == (400, 1000)
         assert status["cursor"] == "page 3 of 5"
-        # Three pages to go, at one page per 0.2 s interval (fetching is faster here).
-        assert 3 * 0.2 <= status["eta"] < 3 * 0.5
-        assert 0 < status["next_run"] - time.time() <= 0.2
+        # Three pages to go at this run's pace: one page per 0.2 s interval (fetching is
+        # faster here), never faster than the interval, never slower than it really went.
+        assert 3 * 0.2 <= status["eta"] <= 3 * max(0.2, elapsed / 2)
+    finally:
+        await scheduler.stop()
+    assert scheduler.status()["next_run"] is None
+
+
+async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store, tmp_path):
+    scheduler = make_scheduler(lastfm, store, tmp_path, interval=60)
+    await scheduler.start()
+    try:
+        # The probe is in (it sets the page count): page 5 waits for its turn, 60 s later.
+        await until(lambda: scheduler.total_pages is not None)
+        status = scheduler.status()
+        assert 0 < status["next_run"] - time.time() <= 60
+        assert (status["pages_done"], status["total_pages"], status["cursor"]) == (0, 5, "page 5 of 5")
+        assert status["eta"] is None  # no page yet, no pace
+        assert backfill_pages(lastfm) == []
     finally:
         await scheduler.stop()
     assert scheduler.status()["next_run"] is None
 
 
 async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_path):
-    scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
+    # Stopped while page 3 is in flight (it never answers), so there is something to resume.
+    let_through(lastfm, 3)
+    lastfm.inject("hang")
+    scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    await until(lambda: scheduler.pages_done >= 2)
+    await until(lambda: backfill_pages(lastfm) == [5, 4, 3])
     await scheduler.stop()
     cursor = json.loads(await store.get_cursor(scheduler.cursor_name))
-    assert cursor["pages_done"] == scheduler.pages_done
+    assert cursor["pages_done"] == scheduler.pages_done == 2
     stored_before = len(stored_times(store))
     assert stored_before == 200 * cursor["pages_done"]
     requests_before = len(lastfm.requests)
@@ -145,11 +181,12 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     faults = []
     scheduler = make_scheduler(lastfm, store, tmp_path)
     scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
+    let_through(lastfm, 3)  # the probe, pages 5 and 4
+    lastfm.inject(kind, **params)  # page 3
     await scheduler.start()
-    await until(lambda: scheduler.pages_done == 2)
-    lastfm.inject(kind, **params)
     await until(lambda: faults)
     await scheduler.stop()  # what the supervisor does before it retries
+    assert scheduler.pages_done == 2
     [fault] = faults
     assert type(fault) is expected and message in str(fault)
     assert lastfm.api_key not in str(fault)
@@ -198,14 +235,14 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
 
         await scheduler.set_mode("MASSIVE")
         assert scheduler._scheduler.get_jobs() == []
-        await until(lambda: scheduler.pages_done == 2)
+        await until(lambda: scheduler.pages_done >= 2)
 
         await scheduler.set_mode("MAINTENANCE")
         assert {job.id for job in scheduler._scheduler.get_jobs()} == {"catchup", "optimize", "backup"}
-        asked = len(lastfm.requests)
-        await asyncio.sleep(0.3)
+        asked, pages = len(lastfm.requests), scheduler.pages_done
+        await asyncio.sleep(0.3)  # three backfill intervals
         assert len(lastfm.requests) == asked, "the backfill stopped with the mode"
-        assert scheduler.pages_done == 2
+        assert scheduler.pages_done == pages
     finally:
         await scheduler.stop()
     assert scheduler.status()["running"] is False
@@ -223,7 +260,7 @@ async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store,
     try:
         lastfm.add_plays(5)
         await scheduler.start()
-        await until(lambda: scheduler.status()["tracks_found"] == 5, timeout=3)
+        await until(lambda: scheduler.status()["tracks_found"] == 5)
         await asyncio.sleep(0.3)  # more catch-ups, nothing new
         await scheduler.stop()
         lastfm.add_plays(2)
@@ -268,7 +305,7 @@ async def test_a_nightly_run_missed_while_stopped_runs_once_on_start(lastfm, sto
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
     try:
-        await until(lambda: list((tmp_path / "backups").glob("aime-*.db")), timeout=3)
+        await until(lambda: list((tmp_path / "backups").glob("aime-*.db")))
         await asyncio.sleep(0.2)
         assert len(list((tmp_path / "backups").glob("aime-*.db"))) == 1
         next_backup = scheduler._scheduler.get_job("backup").next_run_time
@@ -286,7 +323,7 @@ async def test_a_run_missed_beyond_the_grace_is_logged_not_run(lastfm, store, tm
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
     try:
-        await until(lambda: "missed its run" in caplog.text, timeout=3)
+        await until(lambda: "missed its run" in caplog.text)
     finally:
         await scheduler.stop()
     assert not list((tmp_path / "backups").glob("aime-*.db"))
@@ -313,7 +350,7 @@ async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_r
                                catchup_interval=60)
     await scheduler.start()
     try:
-        await until(lambda: runs, timeout=3)
+        await until(lambda: runs)
         await asyncio.sleep(0.3)
         next_run = scheduler._scheduler.get_job("catchup").next_run_time
     finally:
