@@ -289,7 +289,7 @@ enabled = true
 # Start the collection scheduler on first launch.  (AIME_ENABLE_SCHEDULER)
 enabled = true
 # MAINTENANCE (incremental catch-up, nightly optimise and backup)
-# or MASSIVE (full-history backfill, resumable).  (AIME_SCHEDULER_MODE)
+# or MASSIVE (the same, plus a full-history backfill, resumable).  (AIME_SCHEDULER_MODE)
 mode = "MAINTENANCE"
 
 [restore]

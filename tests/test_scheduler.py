@@ -19,6 +19,8 @@ from aime_tui.services.base import NeedsAttention, RetryAfter
 from aime_tui.services.scheduler import BACKUPS_KEPT, CollectionScheduler
 from aime_tui.services.tracker import LastfmTracker
 from aime_tui.store import Store
+from aime_tui.supervisor import RunState, ServiceView
+from aime_tui.ui.cells import detail_text
 
 NEWEST = 1_700_000_000
 
@@ -78,6 +80,28 @@ def let_through(fake: FakeLastfm, requests: int) -> None:
     which may be fetching the next page already on a loaded machine.
     """
     fake.inject("slow", times=requests, delay=0)
+
+
+DUTIES = {"catchup", "optimize", "backup"}
+
+
+def job_ids(scheduler: CollectionScheduler) -> set[str]:
+    return {job.id for job in scheduler._scheduler.get_jobs()}
+
+
+def run_now(scheduler: CollectionScheduler, *jobs: str) -> None:
+    """Make real scheduled jobs due now, as if their time had come."""
+    for job in jobs:
+        scheduler._scheduler.get_job(job).modify(next_run_time=datetime.now(timezone.utc))
+
+
+def scheduler_detail(scheduler: CollectionScheduler) -> list[str]:
+    """The scheduler's detail line on the dashboard, fact by fact."""
+    view = ServiceView(
+        name="scheduler", state=RunState.RUNNING, wanted=True, mode=scheduler.mode, reason=None,
+        retry_in=None, restarts=0, status=scheduler.status(),
+    )
+    return detail_text(view).split(" · ")
 
 
 # -- MASSIVE -------------------------------------------------------------------------
@@ -229,16 +253,16 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, interval=0.1)
     await scheduler.start()
     try:
-        assert {job.id for job in scheduler._scheduler.get_jobs()} == {"catchup", "optimize", "backup"}
+        assert job_ids(scheduler) == DUTIES
         assert scheduler.status()["next_run"] is not None
         assert lastfm.requests == []
 
         await scheduler.set_mode("MASSIVE")
-        assert scheduler._scheduler.get_jobs() == []
+        assert job_ids(scheduler) == DUTIES, "the duties carry on beside the backfill"
         await until(lambda: scheduler.pages_done >= 2)
 
         await scheduler.set_mode("MAINTENANCE")
-        assert {job.id for job in scheduler._scheduler.get_jobs()} == {"catchup", "optimize", "backup"}
+        assert job_ids(scheduler) == DUTIES
         asked, pages = len(lastfm.requests), scheduler.pages_done
         await asyncio.sleep(0.3)  # three backfill intervals
         assert len(lastfm.requests) == asked, "the backfill stopped with the mode"
@@ -246,6 +270,125 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
     finally:
         await scheduler.stop()
     assert scheduler.status()["running"] is False
+
+
+# -- MASSIVE keeps up the maintenance duties -------------------------------------------
+
+
+async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(lastfm, store, tmp_path):
+    """A backfill may take days: it never costs a nightly optimize or backup, nor does its end."""
+    backups = tmp_path / "backups"
+    # Page 4 hangs: the backfill is caught mid-history while the nightly jobs come due.
+    let_through(lastfm, 2)
+    lastfm.inject("hang")
+    scheduler = make_scheduler(lastfm, store, tmp_path)
+    await scheduler.start()
+    try:
+        await until(lambda: backfill_pages(lastfm) == [5, 4])
+        assert job_ids(scheduler) == {"optimize", "backup"}  # no catch-up given to this one
+        run_now(scheduler, "optimize")
+        await until(lambda: "optimize" in scheduler._last_runs)
+        run_now(scheduler, "backup")
+        await until(lambda: "backup" in scheduler._last_runs)
+    finally:
+        await scheduler.stop()
+    [during] = backups.glob("aime-*.db")
+    with sqlite3.connect(during) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM plays").fetchone() == (200,)  # page 5, whole
+        # ANALYZE ran before this copy was taken: the planner's statistics are in it.
+        assert db.execute("SELECT COUNT(*) FROM sqlite_stat1").fetchone()[0] > 0
+    during.rename(backups / "aime-00000000-000000.db")  # older than any stamp from now
+
+    # Started again, it resumes and completes, and stays MASSIVE with its duties: the
+    # backup taken after the end holds the whole history.
+    resumed = make_scheduler(lastfm, store, tmp_path)
+    await resumed.start()
+    try:
+        await until(lambda: resumed.backfill_done)
+        assert resumed.mode == resumed.status()["mode"] == "MASSIVE"
+        assert job_ids(resumed) == {"optimize", "backup"}
+        run_now(resumed, "backup")
+        await until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"])
+    finally:
+        await resumed.stop()
+    after = max(backups.glob("aime-*.db"))
+    with sqlite3.connect(after) as db:
+        assert db.execute("SELECT COUNT(*) FROM plays").fetchone() == (1000,)
+    assert abs(float(await store.get_cursor("scheduler:last_run:backup")) - time.time()) < 60
+
+
+async def test_after_the_backfill_massive_carries_on_catching_up(lastfm, store, tmp_path):
+    tracker = LastfmTracker(lastfm_config(lastfm), store)  # not started: the catch-up polls on its own
+    scheduler = make_scheduler(lastfm, store, tmp_path, catch_up=tracker.poll_once, catchup_interval=0.2)
+    await scheduler.start()
+    try:
+        assert job_ids(scheduler) == DUTIES
+        await until(lambda: scheduler.backfill_done)
+        assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+
+        # Plays after the backfill's upper bound are the catch-up's to fetch, time after time.
+        for added, expected in ((3, 1003), (2, 1005)):
+            new = lastfm.add_plays(added)
+            await until(lambda: scheduler.tracks_found == expected)
+            assert {p.played_at for p in new} <= set(stored_times(store))
+        assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+
+        status = scheduler.status()
+        assert (status["mode"], status["backfill_done"], status["cursor"]) == ("MASSIVE", True, "complete")
+        assert status["catchup_every"] == 0.2 and status["next_run"] is not None
+        assert job_ids(scheduler) == DUTIES
+        facts = scheduler_detail(scheduler)
+        assert facts[:3] == ["scheduler running", "backfill complete", "catching up every 0.2 s"]
+        assert facts[3].startswith("next run ")
+    finally:
+        await scheduler.stop()
+    assert len(stored_times(store)) == 1005
+    assert scheduler.status()["catchup_every"] is None  # stopped: nothing scheduled
+
+
+async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes(lastfm, store, tmp_path):
+    tracker = LastfmTracker(lastfm_config(lastfm), store)
+    scheduler = make_scheduler(lastfm, store, tmp_path, catch_up=tracker.poll_once, catchup_interval=900)
+    await scheduler.start()
+    try:
+        # The probe is in: the backfill's upper bound is frozen, later plays are not its own.
+        await until(lambda: scheduler.total_pages is not None)
+        during = lastfm.add_plays(4)
+        await until(lambda: scheduler.backfill_done)
+        # Caught up at once, not 15 minutes later: the next catch-up is an interval away.
+        await until(lambda: scheduler.tracks_found == 1004)
+        next_catchup = scheduler._scheduler.get_job("catchup").next_run_time
+        assert 800 < (next_catchup - datetime.now(timezone.utc)).total_seconds() <= 900
+        assert scheduler_detail(scheduler)[:3] == [
+            "scheduler running", "backfill complete", "catching up every 15 min"
+        ]
+    finally:
+        await scheduler.stop()
+    assert {p.played_at for p in during} <= set(stored_times(store))
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+
+
+async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_path):
+    async def catch_up(credit):
+        return 0
+
+    first = make_scheduler(lastfm, store, tmp_path)
+    await first.start()
+    await until(lambda: first.backfill_done)
+    await first.stop()
+    asked = len(lastfm.requests)
+
+    again = make_scheduler(lastfm, store, tmp_path, catch_up=catch_up)
+    await again.start()
+    try:
+        assert job_ids(again) == DUTIES
+        status = again.status()
+        assert (status["mode"], status["cursor"], status["catchup_every"]) == ("MASSIVE", "complete", 900.0)
+        await asyncio.sleep(0.2)  # four backfill intervals
+        assert len(lastfm.requests) == asked, "nothing left to backfill"
+    finally:
+        await again.stop()
 
 
 # -- MAINTENANCE ---------------------------------------------------------------------

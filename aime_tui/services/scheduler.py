@@ -1,16 +1,22 @@
 """The collection scheduler (`scheduler`): APScheduler 3 jobs on the app's own asyncio loop.
 
-MAINTENANCE runs an incremental Last.fm catch-up, a nightly ANALYZE/optimize and a daily
-backup (the last 7 kept). Jobs coalesce and have a misfire grace, and each job's last
-successful run is kept in the store: a run missed while the machine slept, or while the
-service was stopped or restarting, runs once when it comes back within the grace, and a
-run missed beyond it is logged as missed.
+The maintenance duties run in both modes: an incremental Last.fm catch-up every
+`catchup_interval`, a nightly ANALYZE/optimize and a daily backup (the last 7 kept).
+Jobs coalesce and have a misfire grace, and each job's last successful run is kept in
+the store: a run missed while the machine slept, or while the service was stopped or
+restarting, runs once when it comes back within the grace, and a run missed beyond it
+is logged as missed.
 
-MASSIVE runs a full-history Last.fm backfill, one page per `backfill_interval`, oldest
-page first, with its cursor saved in the same transaction as each page: a crash, stop
-or wake resumes exactly where it left off, with no gap and no page fetched twice. A page
-that fails ends the backfill with the classified fault; the supervisor backs off (or
-asks for attention) and the restart resumes from the cursor.
+MAINTENANCE is just those duties. MASSIVE adds a full-history Last.fm backfill, one page
+per `backfill_interval`, oldest page first, with its cursor saved in the same
+transaction as each page: a crash, stop or wake resumes exactly where it left off, with
+no gap and no page fetched twice. A page that fails ends the backfill with the
+classified fault; the supervisor backs off (or asks for attention) and the restart
+resumes from the cursor. The backfill's upper bound is frozen when it begins, so plays
+scrobbled since are the catch-up's: one runs as soon as the backfill completes, and the
+service then carries on with its duties in MASSIVE (the mode the user chose stays
+saved), its status saying "backfill complete" and how often it catches up. A backfill
+that takes days never costs a nightly backup.
 
 Counts in `status()`: `tracks_found` is the new plays this service's own work (catch-up
 and backfill) stored since aime-tui started; the tracker counts only what its own polls
@@ -163,6 +169,8 @@ class CollectionScheduler(Service):
             "backfill_total": self._backfill_state.get("total"),
             "backfill_done": self.backfill_done,
             "eta": self._eta(),
+            # Seconds between catch-ups while they are scheduled (in either mode), else None.
+            "catchup_every": self.config.catchup_interval if self._job("catchup") else None,
             "cursor": self._cursor_text(),
             "last_check": self.last_check,
             "tracks_found": self.tracks_found,
@@ -193,10 +201,13 @@ class CollectionScheduler(Service):
         scheduler.remove_all_jobs()
         self._run_began = self._per_page = None
         self._run_pages = 0
-        if self.mode == MASSIVE:
-            if not self.backfill_done:
-                self.spawn(self._backfill(), "backfill")
-            return
+        # The duties run in both modes: a backfill, however long, never costs a backup,
+        # and once it is complete MASSIVE carries on with them instead of idling.
+        self._schedule_duties(scheduler)
+        if self.mode == MASSIVE and not self.backfill_done:
+            self.spawn(self._backfill(), "backfill")
+
+    def _schedule_duties(self, scheduler: AsyncIOScheduler) -> None:
         if self._catch_up is not None and not self.lastfm.missing():
             last = self._last_runs.get("catchup")
             interval = self.config.catchup_interval
@@ -216,6 +227,18 @@ class CollectionScheduler(Service):
                 run, trigger, id=job, misfire_grace_time=DAILY_GRACE,
                 next_run_time=trigger.get_next_fire_time(None, since),
             )
+
+    def _job(self, job_id: str):
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return None
+        return scheduler.get_job(job_id)
+
+    def _catch_up_now(self) -> None:
+        """Bring the catch-up forward to now (it then keeps its interval from there)."""
+        job = self._job("catchup")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(timezone.utc))
 
     def _on_job_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -299,6 +322,9 @@ class CollectionScheduler(Service):
             self.last_error = None
             if self.backfill_done:
                 log.info("scheduler: backfill complete (%d pages, %d plays)", self.pages_done, state["plays"])
+                # Plays scrobbled since the backfill froze its upper bound are the catch-up's:
+                # fetch them now rather than an interval from now.
+                self._catch_up_now()
                 break
             self._next_page_at = began + interval
             await asyncio.sleep(max(0.0, self._next_page_at - time.monotonic()))
