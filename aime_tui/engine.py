@@ -125,7 +125,7 @@ class Engine:
         """Demo: a wake on a slow network; the Roon fake stays unreachable for a while."""
         assert self.supervisor is not None
         if self.demo is not None and self.demo.roon is not None:
-            self.demo.roon.set_unreachable(unreachable)
+            self.demo.roon.set_silent(unreachable)
             self._notice(f"demo: Roon Core unreachable for {unreachable:.0f} s after this wake")
         return await self.supervisor.wake()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aime_tui.engine import Engine
-from aime_tui.supervisor import RunState
+from aime_tui.supervisor import RunState, StateEvent
 
 
 async def wait_for(predicate, timeout):
@@ -36,18 +36,28 @@ async def test_demo_first_start_fails_with_a_reason_then_recovers_by_itself(conf
 
 
 async def test_slow_wake_keeps_roon_out_then_it_comes_back(config):
-    # Jitter pinned to the middle: the first retry comes 2.5 s after the failure,
-    # after the 1 s outage, so "comes back by itself" does not depend on luck.
-    engine = Engine(config.with_overrides(demo=True, demo_faults=False), rng=lambda: 0.5)
+    # Jitter pinned to the middle: the first retry comes 2.5 s after the failure, after
+    # the 1.5 s outage, so "comes back by itself" does not depend on luck.
+    engine = Engine(config.with_overrides(demo=True, demo_faults=False, restore_timeout=1.0), rng=lambda: 0.5)
     supervisor = await engine.open()
     try:
         first = await supervisor.restore()
         assert first.failed == {}
-        summary = await engine.simulate_slow_wake(unreachable=1.0)
+        ready_at = {}
+        loop = asyncio.get_running_loop()
+        supervisor.subscribe(
+            lambda event: isinstance(event, StateEvent) and event.view.state is RunState.RUNNING
+            and ready_at.setdefault(event.view.name, loop.time())
+        )
+        began = loop.time()
+        summary = await engine.simulate_slow_wake(unreachable=1.5)
         assert summary.trigger == "wake"
         assert sorted(summary.succeeded) == ["scheduler", "tracker"]
-        assert list(summary.failed) == ["roon_tracker"]
-        assert summary.elapsed < 2.5, "the others did not wait for Roon"
+        # The Core never answers: Roon reports its own timeout, within the restore budget.
+        assert "timed out" in summary.failed["roon_tracker"]
+        assert 0.8 < summary.elapsed < 1.5
+        assert max(ready_at["tracker"], ready_at["scheduler"]) - began < 0.5, "the others waited for Roon"
+        assert supervisor.view("roon_tracker").state is RunState.BACKOFF
         await wait_for(lambda: supervisor.view("roon_tracker").state is RunState.RUNNING, 8)
     finally:
         await engine.close()

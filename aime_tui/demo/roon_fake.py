@@ -161,6 +161,7 @@ class FakeRoonCore:
         self._approved = asyncio.Event()
         self._handshake_delays: list[float] = []
         self._unreachable_until = 0.0
+        self._silent_until = 0.0
         self._sessions: set[_Session] = set()
         self._subscribers: set[asyncio.Queue[dict]] = set()
         self._server: Server | None = None
@@ -224,6 +225,11 @@ class FakeRoonCore:
     def set_unreachable(self, seconds: float) -> None:
         """Refuse new connections (HTTP 503) for `seconds`."""
         self._unreachable_until = asyncio.get_running_loop().time() + seconds
+
+    def set_silent(self, seconds: float) -> None:
+        """Leave new connections unanswered for `seconds`, as a network still coming back
+        after a wake does: the client's own timeout is what ends its attempt."""
+        self._silent_until = asyncio.get_running_loop().time() + seconds
 
     # -- playback controls ----------------------------------------------------------
 
@@ -313,7 +319,11 @@ class FakeRoonCore:
 
     # -- connections ----------------------------------------------------------------
 
-    def _screen_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _screen_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        silence = self._silent_until - asyncio.get_running_loop().time()
+        if silence > 0:
+            await asyncio.sleep(silence)
+            return connection.respond(503, "Roon Core unavailable\n")  # long given up on
         if asyncio.get_running_loop().time() < self._unreachable_until:
             return connection.respond(503, "Roon Core unavailable\n")
         if request.path.split("?")[0] != "/api":
