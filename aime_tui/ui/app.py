@@ -31,6 +31,7 @@ from ..store import StoreError
 from ..supervisor import Event, LogEvent, RestoreSummary, StateEvent, Supervisor
 from .cells import COLUMNS, detail_text, now_playing_text, row_cells
 from .history_screen import HistoryScreen
+from .services_table import ServicesTable
 
 LOG_MAX_LINES = 5000
 SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
@@ -94,7 +95,7 @@ class AimeApp(App):
         with Horizontal(id="title-bar"):
             yield Label(f"aime-tui ─ {self._subtitle}", id="title")
             yield Label("", id="clock")
-        yield DataTable(id="services", cursor_type="row", zebra_stripes=False)
+        yield ServicesTable(id="services", cursor_type="row", zebra_stripes=False)
         yield Static("", id="detail")
         yield Static("Now playing ─ nothing playing", id="now-playing")
         yield Static("Restoring…", id="summary")
