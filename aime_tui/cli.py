@@ -176,19 +176,25 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        setup_logging(config, to_stderr=args.headless)
-    except OSError as exc:
-        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
-
-    try:
-        with InstanceLock(config.lock_path):
-            if args.headless:
-                return asyncio.run(run_headless(config))
-            return run_dashboard(config)
+        lock = InstanceLock(config.lock_path).acquire()
     except AlreadyRunning as exc:
         if not args.headless and _answers(config):
             return run_attached(config, exc.pid)
         return fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        # Only the instance holding the data directory writes (and rotates) aime.log.
+        setup_logging(config, to_stderr=args.headless)
+    except OSError as exc:
+        lock.release()
+        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        if args.headless:
+            return asyncio.run(run_headless(config))
+        return run_dashboard(config)
+    finally:
+        lock.release()
 
 
 def run_dashboard(config: Config) -> int:

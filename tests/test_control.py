@@ -75,6 +75,30 @@ class Headless:
         return {name: (active, mode) for name, active, mode in rows}
 
 
+def processes_running(program: str, argument: str) -> list[int]:
+    """PIDs of `program` running with `argument` among its arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [arg.decode(errors="replace") for arg in argv]
+        if any(arg.endswith(program) for arg in args[:2]) and argument in args:
+            found.append(int(entry.name))
+    return found
+
+
+def open_files(pid: int) -> set[Path]:
+    files = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            files.add(Path(os.readlink(fd)))
+        except OSError:
+            pass
+    return files
+
+
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory):
     headless = Headless(tmp_path_factory.mktemp("control")).start("Restored 3 succeeded")
@@ -335,6 +359,12 @@ def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path)
         )
         session.wait_for(f"attached to pid {headless.process.pid}")
         session.wait_for("Restored 3 succeeded")
+        # aime.log belongs to the instance: a second writer would rotate it under it.
+        on_this_dir = processes_running(str(EXECUTABLE), str(headless.data_dir))
+        [attached] = [pid for pid in on_this_dir if pid != headless.process.pid]
+        assert open_files(attached), "could not read the attached dashboard's open files"
+        assert headless.data_dir / "aime.log" not in open_files(attached)
+        assert headless.data_dir / "aime.log" in open_files(headless.process.pid)
         session.tmux("send-keys", "-t", session.name, "q")
         session.wait_gone(timeout=5)
         assert headless.process.poll() is None
