@@ -11,9 +11,10 @@ carries `"ok"`, and `"error"` when it is false. Commands:
     mode   mode [service]  the service defaults to the one that has modes
     wake                   recover as after a sleep; answers with the restore summary
     health                 see health.py
-    subscribe              keep the connection open: a status answer carrying the recent
-                           log ("recent"), then one line per engine event (state, log,
-                           summary) until either side closes
+    subscribe              keep the connection open: a status answer saying how many
+                           recent log lines follow ("recent": N), those N lines, then one
+                           line per engine event (state, log, summary) until either side
+                           closes
 
 The socket file is created mode 0600 in the data directory: only its owner may talk to
 it. Both sides time out, so neither a stuck peer nor a slow command hangs the other.
@@ -215,8 +216,14 @@ class ControlServer:
         queue: asyncio.Queue = asyncio.Queue()
         self._subscribers.add(queue)
         try:
+            # The recent log as lines of their own: one line each stays within MAX_LINE
+            # however long the lines were.
+            recent = list(self._recent_log)
             status = await self._cmd_status({})
-            await self._send(writer, {"ok": True, **status, "recent": list(self._recent_log)})
+            writer.write(encode({"ok": True, **status, "recent": len(recent)}))
+            for wire in recent:
+                writer.write(encode(wire))
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
             while (item := await queue.get()) is not None:
                 writer.write(encode(item))
                 # Drain only when the buffer fills: a burst of events is one write.

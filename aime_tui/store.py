@@ -165,7 +165,7 @@ class Store:
         while True:
             try:
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
-                await self._configure(STARTUP_BUSY_MS)
+                await _configure(self._db, STARTUP_BUSY_MS)
                 await self._check_integrity()
                 # Take and drop the write lock once: waits out another writer here,
                 # where we can say so, rather than silently in the first write.
@@ -201,10 +201,6 @@ class Store:
                 await self.close()
                 raise
 
-    async def _configure(self, busy_ms: int) -> None:
-        await self.db.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        await self.db.execute("PRAGMA synchronous = NORMAL")
-
     async def _check_integrity(self) -> None:
         async with self.db.execute("PRAGMA quick_check") as cursor:
             rows = await cursor.fetchall()
@@ -234,13 +230,13 @@ class Store:
                 fresh = await aiosqlite.connect(self.path, isolation_level=None)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot reopen database {self.path}: {exc}") from exc
-            self._db = fresh
             try:
-                await self._configure(BUSY_TIMEOUT_MS)
+                await _configure(fresh, BUSY_TIMEOUT_MS)
             except (sqlite3.Error, OSError) as exc:
-                self._db = old
                 await fresh.close()
                 raise StoreError(f"cannot reopen database {self.path}: {exc}") from exc
+            # Swapped in only once configured: reads outside the write lock may use it.
+            self._db = fresh
             if old is not None:
                 await old.close()
 
@@ -488,6 +484,11 @@ class Store:
         destination.parent.mkdir(parents=True, exist_ok=True)
         async with self._write_lock:
             await self.db.execute("VACUUM INTO ?", (str(destination),))
+
+
+async def _configure(db: aiosqlite.Connection, busy_ms: int) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+    await db.execute("PRAGMA synchronous = NORMAL")
 
 
 async def _insert_transition(

@@ -200,6 +200,8 @@ def test_subscribers_see_events_live(instance):
         lines = stream.makefile()
         first = json.loads(lines.readline())
         assert first["ok"] and len(first["services"]) == 3
+        recent = [json.loads(lines.readline()) for _ in range(first["recent"])]
+        assert any(e["event"] == "summary" and e["line"].startswith("Restored 3 succeeded") for e in recent)
         instance.ask({"cmd": "stop", "service": "tracker"})
         events = [json.loads(lines.readline()) for _ in range(3)]
         instance.ask({"cmd": "start", "service": "tracker"})
@@ -344,6 +346,33 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
             await pilot.press("q")
     finally:
         assert headless.stop() == 0
+
+
+async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config):
+    from aime_tui.control import RECENT_LOG_LINES
+    from aime_tui.supervisor import LogEvent
+    from aime_tui.ui.remote import RemoteSupervisor
+    from scripted import scripted_engine
+
+    engine, _ = scripted_engine(config)
+    supervisor = await engine.open()
+    remote = RemoteSupervisor(config.data_dir / "aime.sock")
+    try:
+        await supervisor.restore()
+        # Together far more than one protocol line may hold; each one well within it.
+        for number in range(RECENT_LOG_LINES + 50):
+            supervisor._log(f"line {number}: " + "é" * 400)
+        shown = []
+        remote.subscribe(lambda event: isinstance(event, LogEvent) and shown.append(event.text))
+        await remote.connect()
+        await remote.restore()
+        lines = [text for text in shown if text.startswith("line ")]
+        assert len(lines) == RECENT_LOG_LINES
+        assert lines[0].startswith("line 50: ") and lines[-1].startswith(f"line {RECENT_LOG_LINES + 49}: ")
+        assert "attached to the running instance" in shown[-1]
+    finally:
+        await remote.close()
+        await engine.close()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import ssl
 import subprocess
 import time
@@ -706,6 +707,7 @@ def self_signed(tmp_path):
     return context
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 async def test_an_https_endpoint_is_still_verified(self_signed):
     """The shared TLS context must not weaken checks: an untrusted certificate is refused."""
     answered = []

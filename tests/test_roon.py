@@ -33,7 +33,7 @@ from aime_tui.moo import (
     encode,
 )
 from aime_tui.services.base import NeedsAttention
-from aime_tui.services.roon import APPROVE_HINT, TOKEN_SETTING, RoonTracker, handshake_budget
+from aime_tui.services.roon import APPROVE_HINT, REAPPROVE_HINT, TOKEN_SETTING, RoonTracker, handshake_budget
 from aime_tui.store import Store
 from aime_tui.supervisor import LogEvent, RunState, Supervisor
 
@@ -302,6 +302,20 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     assert sorted(entry["zone"] for entry in status["now_playing"]) == ["Kitchen", "Living Room"]
     assert await store.get_setting(TOKEN_SETTING)
     assert core.registrations == [None], "the same registration, not a second one"
+
+
+async def test_a_saved_token_the_core_no_longer_accepts_asks_to_enable_not_approve(roon, store, tracker_for):
+    # Approved once (a token is saved), then disabled in Roon: the Core waits again.
+    await store.set_setting(TOKEN_SETTING, "token-from-before")
+    core = await roon(require_approval=True)
+    tracker = tracker_for(core)
+    await tracker.start()
+    assert tracker.attention == REAPPROVE_HINT
+    assert "enable it in Roon → Settings → Extensions" in REAPPROVE_HINT
+    assert core.registrations == ["token-from-before"]
+    core.approve()
+    await until(lambda: tracker.attention is None, what="the Core to accept")
+    assert tracker.status()["zones"] == 2
 
 
 async def test_stopping_while_waiting_for_approval_leaves_nothing_behind(roon, store, tracker_for):

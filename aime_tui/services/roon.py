@@ -55,6 +55,12 @@ TRANSPORT = "com.roonlabs.transport:2"
 SUBSCRIBE_ZONES = f"{TRANSPORT}/subscribe_zones"
 TOKEN_SETTING = "roon.token"
 APPROVE_HINT = "approve aime-tui in Roon → Settings → Extensions"
+# Approved before (a token is saved), yet the Core has not answered: busy, or the
+# extension was disabled since.
+REAPPROVE_HINT = (
+    "waiting for the Roon Core to accept aime-tui; if it was disabled, enable it in"
+    " Roon → Settings → Extensions"
+)
 
 EXTENSION = {
     "extension_id": "com.aime.tui",
@@ -183,15 +189,18 @@ class RoonTracker(Service):
         if not self._config.host:
             where = self._config_path if self._config_path is not None else "the config file"
             raise NeedsAttention(f"set roon.host in {where}")
+        # The budget runs from here, so the step that stalled is named before the
+        # supervisor's own start timeout fires.
+        deadline = asyncio.get_running_loop().time() + self.handshake_timeout
         await self.stop()  # a restart after a fault must not leak the previous session
         try:
-            await self._open_session()
-        except Exception as exc:
-            self._last_error = str(exc)
+            await self._open_session(deadline)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self._last_error = str(exc)
+            # A Core that stopped answering would not answer a closing handshake either.
+            self._abort_session()
             await self.stop()
-            raise
-        except asyncio.CancelledError:
-            await self.stop()  # the supervisor's start timeout
             raise
         self._running = True
         self._last_error = None
@@ -226,11 +235,14 @@ class RoonTracker(Service):
 
     # -- the session ----------------------------------------------------------------
 
-    async def _open_session(self) -> None:
+    def _abort_session(self) -> None:
+        if self._connection is not None:
+            self._connection.abort()
+
+    async def _open_session(self, deadline: float) -> None:
         token = await self._store.get_setting(TOKEN_SETTING)
         url = f"ws://{self.where}/api"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.handshake_timeout
         try:
             connection = await self._within(
                 MooConnection.connect(url, open_timeout=self.handshake_timeout), "the connection", deadline
@@ -250,8 +262,11 @@ class RoonTracker(Service):
         try:
             # A Core answers at once for an approved extension, and only once the user has
             # enabled it otherwise. Half of what is left of the budget at most: an answer
-            # at the end of the wait still leaves time to subscribe.
-            wait = min(self.approval_wait, max(0.0, deadline - loop.time()) / 2)
+            # at the end of the wait still leaves time to subscribe. With a saved token
+            # the extension is approved: a slow answer is a busy Core, not a question
+            # for the user, so it gets the same half of the budget without the cap.
+            left = max(0.0, deadline - loop.time()) / 2
+            wait = left if token else min(self.approval_wait, left)
             await asyncio.wait({registering}, timeout=wait)
         except BaseException:
             registering.cancel()
@@ -259,7 +274,7 @@ class RoonTracker(Service):
         if not registering.done():
             # Connected and waiting: carry on in the background, and say what to do.
             self.spawn(self._await_approval(connection, registering, token), "approval")
-            self.report_attention(APPROVE_HINT)
+            self.report_attention(REAPPROVE_HINT if token else APPROVE_HINT)
             return
         try:
             reply = registering.result()

@@ -46,6 +46,11 @@ def _styles_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "styles"
 
 
+def _freeze_long_lived() -> None:
+    gc.collect()  # garbage first, or it would be kept forever
+    gc.freeze()
+
+
 def _terminal_attached() -> bool:
     try:
         return os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stdout__.fileno())
@@ -87,7 +92,6 @@ class AimeApp(App):
         self._shown: dict[tuple[str, str], Any] = {}
         self.supervisor: Supervisor | None = None
         self.last_summary: RestoreSummary | None = None
-        self._unmounted = False
 
     # -- layout ----------------------------------------------------------------------
 
@@ -152,10 +156,10 @@ class AimeApp(App):
         self.engine.start_background()
         # Restoration runs beside the UI: keys work while services are still starting.
         await supervisor.restore("launch")
-        # What is alive now (modules, widgets, the engine) lives as long as the app:
-        # moving it out of the collector's view halves the worst full-collection pauses
-        # once the log holds thousands of lines.
-        gc.freeze()
+        # Once the summary is painted: what is alive now (modules, widgets, the engine)
+        # lives as long as the app, and moving it out of the collector's view halves the
+        # worst full-collection pauses once the log holds thousands of lines.
+        self.call_later(_freeze_long_lived)
 
     def _exit_if_terminal_lost(self) -> None:
         if not _terminal_attached():
@@ -163,9 +167,7 @@ class AimeApp(App):
             self.exit()
 
     async def on_unmount(self) -> None:
-        # The widgets are gone by now, but the refresh timers may still fire while the
-        # services stop: they must not look for them.
-        self._unmounted = True
+        gc.unfreeze()
         await self.engine.close()
 
     # -- engine events -------------------------------------------------------------------
@@ -176,11 +178,12 @@ class AimeApp(App):
         else:
             self._pending_log.append(event)
             if isinstance(event, RestoreSummary):
-                # The line the user waits for: show it now, not at the next refresh pass.
-                asyncio.get_running_loop().call_soon(self._refresh_from_engine)
+                # The line the user waits for: show it now, not at the next refresh pass
+                # (as a message, which Textual drops once the app is closing).
+                self.call_later(self._refresh_from_engine)
 
     def _refresh_from_engine(self) -> None:
-        if self.supervisor is None or self._unmounted:
+        if self.supervisor is None:
             return
         dirty, self._dirty = self._dirty, set()
         if dirty:
@@ -194,8 +197,6 @@ class AimeApp(App):
 
     def _tick(self) -> None:
         """Once a second: clock, countdowns, last-check times and counts."""
-        if self._unmounted:
-            return
         self._update_clock()
         if self.supervisor is None:
             return
@@ -262,6 +263,16 @@ class AimeApp(App):
         except (ValueError, KeyError, StoreError) as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
+    async def _recover(self, wake) -> None:
+        """Run a wake recovery in a worker: whatever goes wrong is logged, with its
+        traceback in the log file, and never closes the dashboard."""
+        try:
+            await self._act(wake)
+        except Exception as exc:
+            logging.getLogger(__name__).exception("wake recovery failed")
+            text = f"wake recovery failed: {exc or type(exc).__name__} (details in the log file)"
+            self._pending_log.append(LogEvent(text, logging.ERROR, at=self._now()))
+
     async def action_toggle(self) -> None:
         if self.supervisor and (name := self.selected_service):
             await self._act(self.supervisor.toggle(name))
@@ -294,9 +305,7 @@ class AimeApp(App):
 
     def action_wake(self) -> None:
         if self.supervisor:
-            # A wake that cannot write (a full disk) is reported in the log; it never
-            # closes the dashboard.
-            self.run_worker(self._act(self.supervisor.wake()), name="wake", group="wake", exit_on_error=False)
+            self.run_worker(self._recover(self.supervisor.wake()), name="wake", group="wake", exit_on_error=False)
 
     def action_history(self) -> None:
         if self.supervisor is not None and not isinstance(self.screen, HistoryScreen):
@@ -309,7 +318,7 @@ class AimeApp(App):
     def action_slow_wake(self) -> None:
         if self.supervisor and self.engine.demo is not None:
             self.run_worker(
-                self._act(self.engine.simulate_slow_wake()), name="wake", group="wake", exit_on_error=False
+                self._recover(self.engine.simulate_slow_wake()), name="wake", group="wake", exit_on_error=False
             )
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -52,7 +52,7 @@ class RemoteSupervisor:
         self._writer: asyncio.StreamWriter | None = None
         self.pid: int | None = None
         self.summary: RestoreSummary | None = None
-        self._modes: dict[str, tuple[str, ...]] = {}
+        self._modes: dict[str, tuple[str, ...]] | None = None  # None: the instance did not say
         self._recent: list[dict[str, Any]] = []
 
     # -- the connection ----------------------------------------------------------------
@@ -64,7 +64,8 @@ class RemoteSupervisor:
         self._writer.write(encode({"cmd": "subscribe"}))
         first = json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT))
         self._take_status(first)
-        self._recent = first.get("recent") or []
+        for _ in range(int(first.get("recent") or 0)):
+            self._recent.append(json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)))
         self._tasks = [
             asyncio.create_task(self._follow(reader), name="remote-events"),
             asyncio.create_task(self._poll(), name="remote-poll"),
@@ -152,8 +153,8 @@ class RemoteSupervisor:
         return list(self._views.values())
 
     def service(self, name: str) -> _RemoteService:
-        if self._modes or name not in self._views:
-            return _RemoteService(self._modes.get(name, ()))
+        if self._modes is not None or name not in self._views:
+            return _RemoteService((self._modes or {}).get(name, ()))
         # An instance too old to list its modes: only the scheduler has a mode on the wire.
         return _RemoteService(SCHEDULER_MODES if self._views[name].mode else ())
 
