@@ -92,6 +92,7 @@ class AimeApp(App):
         self._shown: dict[tuple[str, str], Any] = {}
         self.supervisor: Supervisor | None = None
         self.last_summary: RestoreSummary | None = None
+        self._services_table: DataTable | None = None
 
     # -- layout ----------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class AimeApp(App):
         return self.query_one("#log", RichLog)
 
     async def on_mount(self) -> None:
-        table = self.table
+        table = self._services_table = self.table
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         table.border_title = "Services"
@@ -182,8 +183,13 @@ class AimeApp(App):
                 # (as a message, which Textual drops once the app is closing).
                 self.call_later(self._refresh_from_engine)
 
+    def _widgets_gone(self) -> bool:
+        # While quitting, the screen's widgets are removed before the refresh timers
+        # stop and before the services have stopped (their events keep coming).
+        return self._services_table is None or not self._services_table.is_attached
+
     def _refresh_from_engine(self) -> None:
-        if self.supervisor is None:
+        if self.supervisor is None or self._widgets_gone():
             return
         dirty, self._dirty = self._dirty, set()
         if dirty:
@@ -197,6 +203,8 @@ class AimeApp(App):
 
     def _tick(self) -> None:
         """Once a second: clock, countdowns, last-check times and counts."""
+        if self._widgets_gone():
+            return
         self._update_clock()
         if self.supervisor is None:
             return
