@@ -226,24 +226,36 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
 
-async def test_massive_without_lastfm_needs_attention(store, tmp_path):
+async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store, tmp_path):
+    from aime_tui.supervisor import RunState, Supervisor
+
     scheduler = CollectionScheduler(
         SchedulerConfig(mode="MASSIVE"), LastfmConfig(), store,
         backup_dir=tmp_path / "b", config_path=tmp_path / "config.toml",
     )
-    with pytest.raises(NeedsAttention, match="set lastfm.api_key in .*config.toml"):
-        await scheduler.start()
-    await scheduler.stop()
+    await store.ensure_defaults({"scheduler": (True, "MASSIVE")})
+    supervisor = Supervisor(store, [scheduler])
+    await supervisor.load()
+    try:
+        summary = await supervisor.restore()
+        # Not the work asked for, so not healthy; but up, so the backups still happen.
+        assert "set lastfm.api_key in" in summary.failed["scheduler"]
+        assert str(tmp_path / "config.toml") in summary.failed["scheduler"]
+        view = supervisor.view("scheduler")
+        assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
+        assert set(job_ids(scheduler)) == {"optimize", "backup"}, "no catch-up or backfill without Last.fm"
+        assert scheduler.status()["running"]
 
-    # Switched to MASSIVE while running in MAINTENANCE: the supervisor is told, not left guessing.
-    faults = []
-    scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
-    scheduler.mode = "MAINTENANCE"
-    await scheduler.start()
-    await scheduler.set_mode("MASSIVE")
-    await scheduler.stop()
-    [fault] = faults
-    assert isinstance(fault, NeedsAttention) and "lastfm.api_key" in str(fault)
+        # Back to MAINTENANCE: nothing missing for what it does, so running.
+        await supervisor.set_mode("scheduler", "MAINTENANCE")
+        assert supervisor.view("scheduler").state is RunState.RUNNING
+        # And to MASSIVE again while running: told at once, still up.
+        await supervisor.set_mode("scheduler", "MASSIVE")
+        view = supervisor.view("scheduler")
+        assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
+        assert "MASSIVE backfill needs Last.fm" in view.reason
+    finally:
+        await supervisor.close()
 
 
 async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):

@@ -42,7 +42,7 @@ from apscheduler.triggers.cron import CronTrigger
 from ..config import LastfmConfig, SchedulerConfig
 from ..lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
 from ..store import Store
-from .base import NeedsAttention, Service
+from .base import Service
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,6 @@ class CollectionScheduler(Service):
 
     async def start(self) -> None:
         await self.stop()  # a restart after a fault must not leak the previous client
-        if self.mode == MASSIVE:
-            self._check_lastfm()
         if not self.lastfm.missing():
             self._client = LastfmClient(self.lastfm.api_url, self.lastfm.api_key, self.lastfm.user)
         await self._load_progress()
@@ -139,6 +137,7 @@ class CollectionScheduler(Service):
         # Stopping the backfill mid-page is safe: a page's transaction is whole or absent.
         await self.cancel_tasks()
         self._next_page_at = None
+        self.clear_attention()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -148,10 +147,6 @@ class CollectionScheduler(Service):
         if self._scheduler is None:
             return
         await self.cancel_tasks()
-        if mode == MASSIVE and self.lastfm.missing():
-            # Running without the work the user asked for would look healthy; it is not.
-            self.report_fault(self._lastfm_missing())
-            return
         self._apply_mode()
 
     async def reset_connections(self) -> None:
@@ -177,13 +172,9 @@ class CollectionScheduler(Service):
             "last_error": self.last_error,
         }
 
-    def _lastfm_missing(self) -> NeedsAttention:
+    def _lastfm_missing(self) -> str:
         where = self.config_path if self.config_path is not None else "the config file"
-        return NeedsAttention(f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}")
-
-    def _check_lastfm(self) -> None:
-        if self.lastfm.missing():
-            raise self._lastfm_missing()
+        return f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}"
 
     async def _load_progress(self) -> None:
         raw = await self.store.get_cursor(self.cursor_name)
@@ -204,6 +195,12 @@ class CollectionScheduler(Service):
         # The duties run in both modes: a backfill, however long, never costs a backup,
         # and once it is complete MASSIVE carries on with them instead of idling.
         self._schedule_duties(scheduler)
+        if self.mode == MASSIVE and self.lastfm.missing():
+            # Up for the optimize and backup, but not doing the work the user asked for:
+            # that must not look healthy.
+            self.report_attention(self._lastfm_missing())
+            return
+        self.report_attention(None)
         if self.mode == MASSIVE and not self.backfill_done:
             self.spawn(self._backfill(), "backfill")
 
