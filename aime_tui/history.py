@@ -234,9 +234,14 @@ def stamp(at: float) -> str:
     return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def transition_parts(row: Transition) -> tuple[str, str, str]:
+    """When, what changed, and why: the screen styles them apart, the CLI joins them."""
+    why = f"({row.reason}): {row.detail}" if row.detail else f"({row.reason})"
+    return stamp(row.at), f"{row.from_state} → {row.to_state}", why
+
+
 def transition_line(row: Transition) -> str:
-    line = f"{stamp(row.at)}  {row.from_state} → {row.to_state}  ({row.reason})"
-    return f"{line}: {row.detail}" if row.detail else line
+    return "  ".join(transition_parts(row))
 
 
 def window_line(window: Availability, restarts: int) -> str:

@@ -37,10 +37,10 @@ def history_text(item: history.ServiceHistory) -> Text:
             text.append(f"  {history.transition_line(row)}\n", style="yellow")
     text.append("transitions\n" if item.transitions else "no transitions recorded\n", style="bold")
     for row in item.transitions:
-        text.append(f"  {history.stamp(row.at)}  ", style="dim")
-        text.append(f"{row.from_state} → {row.to_state}")
-        text.append(f"  ({row.reason})", style="dim")
-        text.append(f": {row.detail}\n" if row.detail else "\n", style="dim")
+        when, change, why = history.transition_parts(row)
+        text.append(f"  {when}  ", style="dim")
+        text.append(change)
+        text.append(f"  {why}\n", style="dim")
     text.rstrip()
     return text
 
