@@ -156,8 +156,11 @@ class ControlServer:
             self.last_summary = event
         elif isinstance(event, LogEvent):
             self.errors.note(event.level)
+        logged = not isinstance(event, StateEvent)
+        if not logged and not self._subscribers:
+            return  # state changes are frequent: serialise them only for a listener
         wire = event_to_wire(event)
-        if not isinstance(event, StateEvent):
+        if logged:
             self._recent_log.append(wire)
         if self._subscribers:
             for queue in list(self._subscribers):

@@ -109,14 +109,15 @@ class AimeApp(App):
 
     @property
     def table(self) -> DataTable:
-        return self.query_one("#services", DataTable)
+        assert self._services_table is not None, "the table exists once mounted"
+        return self._services_table
 
     @property
     def log_view(self) -> RichLog:
         return self.query_one("#log", RichLog)
 
     async def on_mount(self) -> None:
-        table = self._services_table = self.table
+        table = self._services_table = self.query_one("#services", DataTable)
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         table.border_title = "Services"
