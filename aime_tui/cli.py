@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_dashboard(config: Config) -> int:
+    # Importing Textual and the engine builds tens of thousands of objects that all live
+    # as long as the app; the collector's passes over them as they appear cost ~50 ms.
+    # The app turns the collector back on once its first frame is painted.
+    gc.disable()
     from .engine import Engine
     from .ui.app import AimeApp
 

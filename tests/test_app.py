@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 
 from aime_tui.engine import Engine
@@ -47,6 +48,23 @@ async def test_launch_restores_and_shows_the_summary(config):
             assert cell(app, name, "want") == "on"
         assert "Restored 3 succeeded, 0 failed" in str(app.query_one("#summary").render())
     assert not any(s.running for s in services.values()), "quitting stops the services"
+
+
+async def test_the_collector_paused_for_launch_is_back_on_and_startup_objects_frozen(config):
+    """The launcher pauses the garbage collector while importing; the app must turn it
+    back on once painted, and freeze what startup built once the summary is shown."""
+    engine, _ = scripted_engine(config)
+    app = AimeApp(engine)
+    gc.disable()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, gc.isenabled)
+            await wait_until(pilot, lambda: app.last_summary is not None)
+            await wait_until(pilot, lambda: gc.get_freeze_count() > 0)
+        assert gc.get_freeze_count() == 0, "quitting unfreezes"
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 async def test_keys_start_stop_and_toggle_and_the_database_agrees(config):

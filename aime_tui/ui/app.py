@@ -36,6 +36,7 @@ from .services_table import ServicesTable
 LOG_MAX_LINES = 5000
 SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
 REFRESH_EVERY = 0.1
+FREEZE_AFTER = 0.5
 LEVEL_STYLE = {logging.WARNING: "yellow", logging.ERROR: "bold red"}
 
 
@@ -99,7 +100,7 @@ class AimeApp(App):
     def compose(self) -> ComposeResult:
         with Horizontal(id="title-bar"):
             yield Label(f"aime-tui ─ {self._subtitle}", id="title")
-            yield Label("", id="clock")
+            yield Label(self._clock_text(), id="clock")
         yield ServicesTable(id="services", cursor_type="row", zebra_stripes=False)
         yield Static("", id="detail")
         yield Static("Now playing ─ nothing playing", id="now-playing")
@@ -122,7 +123,6 @@ class AimeApp(App):
             table.add_column(label, key=key, width=width)
         table.border_title = "Services"
         self.log_view.border_title = "Log"
-        self._update_clock()
         self.set_interval(REFRESH_EVERY, self._refresh_from_engine)
         self.set_interval(1.0, self._tick)
         loop = asyncio.get_running_loop()
@@ -138,6 +138,8 @@ class AimeApp(App):
         )
         # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
         self.run_worker(self._start_engine(), name="engine", exit_on_error=False)
+        # The launcher pauses the collector while importing (see cli.run_dashboard).
+        self.call_after_refresh(gc.enable)
 
     async def _start_engine(self) -> None:
         try:
@@ -158,10 +160,11 @@ class AimeApp(App):
         self.engine.start_background()
         # Restoration runs beside the UI: keys work while services are still starting.
         await supervisor.restore("launch")
-        # Once the summary is painted: what is alive now (modules, widgets, the engine)
-        # lives as long as the app, and moving it out of the collector's view halves the
-        # worst full-collection pauses once the log holds thousands of lines.
-        self.call_later(_freeze_long_lived)
+        # What is alive now (modules, widgets, the engine) lives as long as the app, and
+        # moving it out of the collector's view halves the worst full-collection pauses
+        # once the log holds thousands of lines. Not at once: the collection holds the
+        # interpreter ~40 ms, and the summary must reach the terminal first.
+        self.set_timer(FREEZE_AFTER, _freeze_long_lived)
 
     def _exit_if_terminal_lost(self) -> None:
         if not _terminal_attached():
@@ -169,6 +172,7 @@ class AimeApp(App):
             self.exit()
 
     async def on_unmount(self) -> None:
+        gc.enable()
         gc.unfreeze()
         await self.engine.close()
 
@@ -214,7 +218,8 @@ class AimeApp(App):
                 self._update_row(name)
             self._show_detail()
             roon = self.supervisor.view("roon_tracker").status if "roon_tracker" in self.supervisor.names else {}
-            self.query_one("#now-playing", Static).update(f"Now playing ─ {now_playing_text(roon)}")
+            now_playing = f"Now playing ─ {now_playing_text(roon)}"
+            self.query_one("#now-playing", Static).update(now_playing, layout=False)
 
     def _update_row(self, name: str) -> None:
         """Touch only the cells whose text changed: no flicker, no full rebuild."""
@@ -243,12 +248,17 @@ class AimeApp(App):
         log_view.write(Text("\n").join(lines), scroll_end=log_view.is_vertical_scroll_end)
 
     def _update_clock(self) -> None:
-        self.query_one("#clock", Label).update(datetime.fromtimestamp(self._now()).strftime("%H:%M:%S"))
+        # The clock, the detail and now-playing lines never change size: repaint them
+        # without a layout pass of the whole screen (once a second, it adds up).
+        self.query_one("#clock", Label).update(self._clock_text(), layout=False)
+
+    def _clock_text(self) -> str:
+        return datetime.fromtimestamp(self._now()).strftime("%H:%M:%S")
 
     def _show_detail(self) -> None:
         name = self.selected_service
         if name is not None and self.supervisor is not None:
-            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name)))
+            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name)), layout=False)
 
     def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
         self._show_detail()
