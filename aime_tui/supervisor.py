@@ -567,11 +567,7 @@ class Supervisor:
         record.reason = reason
         record.running_since = None
         self._set_state(record, RunState.NEEDS_ATTENTION, "error")
-        self._log(
-            f"{name} needs attention: {reason} (still up: it carries on by itself once that is done)",
-            logging.WARNING,
-            name,
-        )
+        self._log(f"{name} needs attention: {reason}", logging.WARNING, name)
 
     async def _commit_wanted(self, record: _Record, wanted: bool, reason: str) -> None:
         await self.store.set_desired(record.service.name, wanted, reason)

@@ -285,7 +285,8 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     began = time.monotonic()
     await tracker.start()  # up, not failed: the Core keeps the registration open
     assert time.monotonic() - began < 2.5  # well inside the 3 s restore timeout
-    assert tracker.attention == APPROVE_HINT == "approve aime-tui in Roon → Settings → Extensions"
+    assert tracker.attention == APPROVE_HINT
+    assert APPROVE_HINT.startswith("approve aime-tui in Roon → Settings → Extensions; connected")
     assert reports == [(APPROVE_HINT, None)]
     status = tracker.status()
     assert (status["running"], status["awaiting_approval"], status["core"]) == (True, True, "Demo Core")
@@ -735,7 +736,7 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     token = await store.get_setting(TOKEN_SETTING)
     assert token
     assert [line for line in logged if "needs attention" in line] == [
-        f"roon_tracker needs attention: {APPROVE_HINT} (still up: it carries on by itself once that is done)"
+        f"roon_tracker needs attention: {APPROVE_HINT}"
     ]
     assert "roon_tracker approved in Roon: running" in logged
     await supervisor.close()

@@ -54,12 +54,15 @@ REGISTER = "com.roonlabs.registry:1/register"
 TRANSPORT = "com.roonlabs.transport:2"
 SUBSCRIBE_ZONES = f"{TRANSPORT}/subscribe_zones"
 TOKEN_SETTING = "roon.token"
-APPROVE_HINT = "approve aime-tui in Roon → Settings → Extensions"
+# Attention texts say the whole situation: the dashboard shows them as they are.
+APPROVE_HINT = (
+    "approve aime-tui in Roon → Settings → Extensions; connected, it carries on by itself once approved"
+)
 # Approved before (a token is saved), yet the Core has not answered: busy, or the
 # extension was disabled since.
 REAPPROVE_HINT = (
     "waiting for the Roon Core to accept aime-tui; if it was disabled, enable it in"
-    " Roon → Settings → Extensions"
+    " Roon → Settings → Extensions (connected, it carries on by itself)"
 )
 
 EXTENSION = {

@@ -174,7 +174,10 @@ class CollectionScheduler(Service):
 
     def _lastfm_missing(self) -> str:
         where = self.config_path if self.config_path is not None else "the config file"
-        return f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}"
+        return (
+            f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where} and"
+            " restart aime-tui; optimize and backup run meanwhile"
+        )
 
     async def _load_progress(self) -> None:
         raw = await self.store.get_cursor(self.cursor_name)

@@ -100,8 +100,7 @@ def detail_text(view: ServiceView) -> str:
     """What the selected service is doing or needs, in one line."""
     status = view.status
     if view.state is RunState.NEEDS_ATTENTION:
-        if view.up:
-            return f"{view.name} needs attention: {view.reason} — connected, it carries on by itself once done"
+        # A service that stays up meanwhile says so in its own words (see Service.report_attention).
         return f"{view.name} needs attention: {view.reason}"
     if view.state is RunState.BACKOFF:
         retry = format_duration(view.retry_in or 0)
