@@ -600,13 +600,14 @@ class Supervisor:
 
 
 def format_duration(seconds: float) -> str:
-    """Short human durations: 0.4 s, 8 s, 3 min 05 s, 6 h 12 min."""
+    """Durations and periods as people say them: 0.4 s, 8 s, 3 min 05 s, 15 min, 6 h 12 min, 2 h."""
     if seconds < 1:
         return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
     if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
+        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -191,7 +191,7 @@ async def test_the_history_command_prints_the_same(store, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == "tracker"
     # No instance runs and the last row says running: the last hour is unrecorded.
-    assert lines[1] == "  last 24 h: available 66.7 % (running 2 h 0 min of 3 h 0 min wanted), 1 h 0 min unrecorded, 1 restart"
+    assert lines[1] == "  last 24 h: available 66.7 % (running 2 h of 3 h wanted), 1 h unrecorded, 1 restart"
     assert "  recent failures:" in lines
     assert any(line.endswith("running → stopping  (error)") for line in lines)
 

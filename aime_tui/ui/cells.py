@@ -67,20 +67,6 @@ def mmss(seconds: float | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def every_text(seconds: float) -> str:
-    """A period as people say it: 0.5 s, 90 s, 15 min, 2 h, 1 h 30 min."""
-    if seconds < 1:
-        return f"{seconds:g} s"
-    whole = round(seconds)
-    if whole < 60 or whole % 60:
-        return f"{whole} s"
-    minutes = whole // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
 def now_playing_text(status: dict[str, Any]) -> str:
     """One line for every zone that has a track: 'Living Room: Artist – Title (2:41 / 8:19)'."""
     zones = status.get("now_playing") or []
@@ -123,7 +109,7 @@ def detail_text(view: ServiceView) -> str:
                     progress += f", ETA {format_duration(eta)}"
                 facts.append(progress)
         if status.get("catchup_every"):
-            facts.append(f"catching up every {every_text(status['catchup_every'])}")
+            facts.append(f"catching up every {format_duration(status['catchup_every'])}")
         if status.get("next_run"):
             facts.append(f"next run {clock_time(status['next_run'])}")
     if status.get("last_error"):
