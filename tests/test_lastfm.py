@@ -15,10 +15,12 @@ import traceback
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from aime_tui import lastfm_api
 from aime_tui.config import LastfmConfig
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.lastfm_api import LastfmClient, LastfmError, RecentTracksPage, classify
@@ -729,3 +731,120 @@ async def test_an_https_endpoint_is_still_verified(self_signed):
         server.close()
         await server.wait_closed()
     assert answered == [], "no request got past the TLS handshake"
+
+
+def openssl(*args: str) -> str:
+    made = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return made.stdout
+
+
+@pytest.fixture
+def private_ca(tmp_path):
+    """A private CA, as on a home network, and a server context for 127.0.0.1 signed by it.
+
+    Gives the CA as a file, as a hashed directory, and the server's TLS context.
+    """
+    ca_cert, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=aime-tui test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", str(ca_key), "-out", str(ca_cert))
+    cert, key, request = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "server.csr"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(request))
+    extensions = tmp_path / "server.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\n"
+        "subjectKeyIdentifier=hash\n"
+    )
+    openssl("x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+            "-set_serial", "1", "-days", "1", "-extfile", str(extensions), "-out", str(cert))
+
+    ca_dir = tmp_path / "certs"  # the layout SSL_CERT_DIR expects: <subject hash>.0
+    ca_dir.mkdir()
+    subject_hash = openssl("x509", "-hash", "-noout", "-in", str(ca_cert)).strip()
+    (ca_dir / f"{subject_hash}.0").write_bytes(ca_cert.read_bytes())
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return {"SSL_CERT_FILE": ca_cert, "SSL_CERT_DIR": ca_dir, "server": server}
+
+
+@pytest.fixture
+def fresh_tls(monkeypatch):
+    """The shared TLS context as a newly started process builds it, from this test's
+    environment; dropped again afterwards, so later tests build theirs from the real one."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    lastfm_api._verified_tls.cache_clear()
+    yield monkeypatch
+    lastfm_api._verified_tls.cache_clear()  # before monkeypatch restores the environment
+
+
+async def tls_front(backend_url: str, context: ssl.SSLContext) -> asyncio.Server:
+    """A loopback TLS server that relays each connection, bytes as they are, to `backend_url`."""
+    backend = urlsplit(backend_url)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            backend.hostname, backend.port
+        )
+        await asyncio.gather(relay(reader, upstream_writer), relay(upstream_reader, writer))
+
+    return await asyncio.start_server(connect, "127.0.0.1", 0, ssl=context)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.parametrize("trust", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+async def test_a_server_signed_by_a_ca_the_user_trusts_is_read(fake, private_ca, fresh_tls, trust):
+    """A home server behind a private CA: refused until the user trusts the CA, the way
+    httpx reads trust from the environment, then verified and read like Last.fm itself."""
+    front = await tls_front(fake.url, private_ca["server"])
+    port = front.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}{urlsplit(fake.url).path}"
+    texts: list[str] = []
+    try:
+        async with LastfmClient(url, SECRET, USER, timeout=2) as lastfm:
+            refused = await failure_of(lastfm)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(refused)
+        assert fake.requests == [], "nothing got past the TLS handshake"
+        texts += [str(refused), repr(refused), "".join(traceback.format_exception(refused))]
+
+        fresh_tls.setenv(trust, str(private_ca[trust]))
+        # The context is built once per process, so trust is read at launch: start afresh.
+        lastfm_api._verified_tls.cache_clear()
+        async with LastfmClient(url, SECRET, USER, timeout=2) as lastfm:
+            page = await lastfm.recent_tracks(limit=5)
+            again = await lastfm.recent_tracks(page=2, limit=5)  # over the same verified socket
+            fake.inject("error", code=10, message=f"Invalid API key {SECRET}")
+            rejected = await failure_of(lastfm)
+            texts.append(repr(lastfm))
+    finally:
+        front.close()
+        await front.wait_closed()
+
+    assert page.plays == fake.history[:5] and again.plays == fake.history[5:10]
+    assert (page.total, page.total_pages) == (450, 90)
+    assert fake.connections_accepted == 1
+    assert [request["api_key"] for request in fake.requests] == [SECRET] * 3  # it did go out
+    fault = classify(rejected)
+    assert isinstance(fault, NeedsAttention) and "lastfm.api_key" in str(fault)
+    for shown in (rejected, fault):
+        texts += [str(shown), repr(shown), "".join(traceback.format_exception(shown))]
+    assert [text for text in texts if SECRET in text] == []
