@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -401,3 +402,76 @@ def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path)
     finally:
         session.kill()
         headless.stop()
+
+
+async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering_and_once_when_it_is_back(
+    tmp_path, monkeypatch
+):
+    import asyncio
+
+    from aime_tui.config import load_config
+    from aime_tui.supervisor import LogEvent
+    from aime_tui.ui import remote
+    from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.remote import RemoteEngine
+    from test_app import cell, wait_until
+
+    # Many polls and reattach attempts within the test's pauses.
+    monkeypatch.setattr(remote, "POLL_EVERY", 0.1)
+    monkeypatch.setattr(remote, "REATTACH_EVERY", 0.1)
+    headless = Headless(tmp_path).start("Restored 3 succeeded")
+    first_pid = headless.process.pid
+    socket_file = headless.data_dir / "aime.sock"
+    try:
+        config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
+        app = AimeApp(RemoteEngine(config), subtitle="attached")
+        async with app.run_test(size=(200, 40)) as pilot:
+            await wait_until(pilot, lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
+            said: list[LogEvent] = []  # what the dashboard says of the connection
+
+            def note(event) -> None:
+                if isinstance(event, LogEvent) and any(word in event.text for word in ("poll", "went away", "attached")):
+                    said.append(event)
+
+            app.supervisor.subscribe(note)
+
+            def in_pane(text: str) -> int:
+                return sum(text in line.text for line in app.log_view.lines)
+
+            # The socket file moves away: every status poll fails, the event stream stays.
+            socket_file.rename(tmp_path / "moved.sock")
+            await wait_until(pilot, lambda: in_pane("status poll failed"))
+            await pilot.pause(1.0)  # some ten more failed polls
+            assert in_pane("status poll failed") == 1
+            (tmp_path / "moved.sock").rename(socket_file)
+            await wait_until(pilot, lambda: in_pane("answers status polls again"))
+
+            # The instance stops, and a new one starts on the data directory.
+            await asyncio.to_thread(headless.stop)
+            await wait_until(pilot, lambda: in_pane(f"the instance (pid {first_pid}) went away"))
+            await pilot.pause(1.0)  # some ten more polls and reattach attempts
+            await asyncio.to_thread(headless.start, "Restored 3 succeeded")
+            second_pid = headless.process.pid
+            await wait_until(pilot, lambda: in_pane(f"attached to the new instance (pid {second_pid})"), timeout=10)
+            await pilot.pause(0.5)
+
+            assert [(event.level, event.text) for event in said] == [
+                (logging.WARNING, "status poll failed: the instance does not answer on "
+                 f"{socket_file}: [Errno 2] No such file or directory; the services shown may be out of date"),
+                (logging.INFO, f"the instance (pid {first_pid}) answers status polls again"),
+                (logging.ERROR, f"the instance (pid {first_pid}) went away: the dashboard shows its last state"
+                 " and attaches again when an instance answers"),
+                (logging.INFO, f"attached to the new instance (pid {second_pid}); q detaches and leaves it running"),
+            ]
+            for event in said:  # and the pane shows each once (a long one wraps: its start)
+                assert in_pane(event.text[:40]) == 1, [line.text for line in app.log_view.lines]
+            # The new instance's launch reached the pane too, and its keys act on it.
+            assert in_pane("Restored 3 succeeded") == 2
+            await pilot.press("x")  # tracker
+            await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+            assert headless.desired()["tracker"][0] == 0
+            await pilot.press("q")
+    finally:
+        if (tmp_path / "moved.sock").exists():
+            (tmp_path / "moved.sock").rename(socket_file)
+        assert headless.stop() == 0

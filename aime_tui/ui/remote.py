@@ -5,6 +5,12 @@ dashboard uses, speaking the control protocol (control.py) instead: one subscrip
 carries state changes, log lines and restoration summaries as they happen, a status
 poll every second refreshes what services report (last check, counts, countdowns),
 and keys become requests. Closing detaches: the services keep running.
+
+The dashboard has no log file of its own (aime.log is the instance's), so what goes
+wrong on this side is said in its log pane, once: a poll that keeps failing, an instance
+that goes away, and once more when it answers again. While the instance is gone the
+dashboard shows its last state and looks for one every second; a new instance on the
+data directory (a service restart) is attached to again.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from ..control import CLIENT_TIMEOUT, MAX_LINE, WAKE_CLIENT_TIMEOUT, encode
 from ..supervisor import Listener, LogEvent, RestoreSummary, RunState, ServiceView, StateEvent
 
 POLL_EVERY = 1.0
-log = logging.getLogger(__name__)
+# While the instance is gone: how often to look for one again.
+REATTACH_EVERY = 1.0
 
 
 def view_from_wire(wire: dict[str, Any]) -> ServiceView:
@@ -54,22 +61,48 @@ class RemoteSupervisor:
         self.summary: RestoreSummary | None = None
         self._modes: dict[str, tuple[str, ...]] | None = None  # None: the instance did not say
         self._recent: list[dict[str, Any]] = []
+        self._last_at = 0.0  # when the newest log line or summary shown was made
+        self._streaming = False  # the event stream is open
+        self._failing_since: float | None = None  # when the status polls began to fail
+        # What the log last said is wrong ("poll", "stream"), until it says it is over.
+        self._trouble: str | None = None
+        self._unreadable_said = False
 
     # -- the connection ----------------------------------------------------------------
 
     async def connect(self) -> None:
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), CLIENT_TIMEOUT
-        )
-        self._writer.write(encode({"cmd": "subscribe"}))
-        first = json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT))
-        self._take_status(first)
-        for _ in range(int(first.get("recent") or 0)):
-            self._recent.append(json.loads(await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)))
+        reader, self._recent = await self._subscribe()
         self._tasks = [
             asyncio.create_task(self._follow(reader), name="remote-events"),
             asyncio.create_task(self._poll(), name="remote-poll"),
         ]
+
+    async def _subscribe(self) -> tuple[asyncio.StreamReader, list[dict[str, Any]]]:
+        """Open the event stream: the instance's status, then its recent log lines."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), CLIENT_TIMEOUT
+        )
+        try:
+            writer.write(encode({"cmd": "subscribe"}))
+            first = await self._read(reader)
+            recent = [await self._read(reader) for _ in range(int(first.get("recent") or 0))]
+            self._take_status(first)
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = writer
+        self._streaming = True
+        return reader, recent
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
+        line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
+        if not line:
+            raise ValueError("the instance closed the connection")
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise ValueError(f"not a JSON object: {line[:80]!r}")
+        return message
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -89,12 +122,69 @@ class RemoteSupervisor:
             self._modes = {name: tuple(modes) for name, modes in answer["modes"].items()}
 
     async def _follow(self, reader: asyncio.StreamReader) -> None:
-        while line := await reader.readline():
-            self._take_event(json.loads(line))
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                task.cancel()  # no instance, nothing to poll
-        self._emit(LogEvent(f"the instance (pid {self.pid}) went away: the dashboard shows its last state", logging.ERROR, at=time.time()))
+        """Take the instance's events; when it goes, say so, and attach again once one answers."""
+        while True:
+            try:
+                while line := await reader.readline():
+                    self._take_line(line)
+                why = "went away"
+            except (OSError, ValueError) as exc:  # a reset connection, a line beyond MAX_LINE
+                why = f"stopped talking ({_describe(exc)})"
+            self._streaming = False
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._trouble_begins(
+                "stream",
+                f"the instance (pid {self.pid}) {why}: the dashboard shows its last state"
+                " and attaches again when an instance answers",
+                logging.ERROR,
+            )
+            reader = await self._reattach()
+
+    async def _reattach(self) -> asyncio.StreamReader:
+        was = self.pid
+        while True:
+            await asyncio.sleep(REATTACH_EVERY)
+            try:
+                reader, recent = await self._subscribe()
+            except (OSError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+                continue  # still gone: said already
+            break
+        for view in self._views.values():
+            self._emit(StateEvent(view))
+        # What the instance logged while this dashboard was away (a new instance's
+        # launch and restoration): the lines not shown yet.
+        for event in recent:
+            if isinstance(event, dict) and (event.get("at") or 0) > self._last_at:
+                self._take_wire(event)
+        self._failing_since = None
+        if self.pid == was:
+            self._trouble_ends(f"attached again to the instance (pid {self.pid})")
+        else:
+            self._trouble_ends(f"attached to the new instance (pid {self.pid}); q detaches and leaves it running")
+        return reader
+
+    def _take_line(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            self._unreadable(exc)
+            return
+        self._take_wire(event)
+
+    def _take_wire(self, event: Any) -> None:
+        """One event; one the dashboard cannot read (another version's?) is skipped, said once."""
+        try:
+            self._take_event(dict(event))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._unreadable(exc)
+
+    def _unreadable(self, exc: Exception) -> None:
+        if not self._unreadable_said:
+            self._unreadable_said = True
+            text = f"skipped an event from the instance this dashboard cannot read ({_describe(exc)})"
+            self._say(text, logging.WARNING)
 
     def _take_event(self, event: dict[str, Any]) -> None:
         kind = event.pop("event", None)
@@ -104,17 +194,51 @@ class RemoteSupervisor:
             self._emit(StateEvent(view))
         elif kind == "log":
             self._emit(LogEvent(event["text"], event["level"], event.get("service"), event["at"]))
+            self._last_at = max(self._last_at, event["at"])
         elif kind == "summary":
             self.summary = summary_from_wire(event)
             self._emit(self.summary)
+            self._last_at = max(self._last_at, self.summary.at)
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_EVERY)
+            if not self._streaming:
+                continue  # the instance is gone: _follow looks for it
+            began = time.monotonic()
             try:
                 self._take_status(await self._request({"cmd": "status"}))
-            except ValueError as exc:
-                log.warning("status poll failed: %s", exc)
+            except (ValueError, KeyError, TypeError) as exc:  # no answer, a refusal, an odd answer
+                # Said once it has lasted a poll interval: not a single miss, nor an instance
+                # on its way out (its event stream ends a moment later, which says more).
+                self._failing_since = self._failing_since or began
+                if time.monotonic() - self._failing_since >= POLL_EVERY:
+                    self._trouble_begins(
+                        "poll", f"status poll failed: {_describe(exc)}; the services shown may be out of date",
+                        logging.WARNING,
+                    )
+                continue
+            self._failing_since = None
+            if self._trouble == "poll":
+                self._trouble_ends(f"the instance (pid {self.pid}) answers status polls again")
+
+    # -- saying what goes wrong, once ------------------------------------------------------
+
+    def _say(self, text: str, level: int = logging.INFO) -> None:
+        self._emit(LogEvent(text, level, at=time.time()))
+
+    def _trouble_begins(self, kind: str, text: str, level: int) -> None:
+        """Say what is wrong unless the log already says so, or says something worse:
+        a lost instance outranks its failing polls."""
+        if self._trouble == kind or self._trouble == "stream":
+            return
+        self._trouble = kind
+        self._say(text, level)
+
+    def _trouble_ends(self, text: str) -> None:
+        if self._trouble is not None:
+            self._trouble = None
+            self._say(text)
 
     async def _request(self, message: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
         """One request on its own connection; a refusal or a silence is a ValueError the UI logs."""
@@ -169,7 +293,7 @@ class RemoteSupervisor:
         self._recent = []
         if self.summary is not None and not summary_shown:
             self._emit(self.summary)
-        self._emit(LogEvent(f"attached to the running instance (pid {self.pid}); q detaches and leaves it running", at=time.time()))
+        self._say(f"attached to the running instance (pid {self.pid}); q detaches and leaves it running")
         return self.summary
 
     async def start(self, name: str) -> None:
@@ -208,9 +332,13 @@ class RemoteSupervisor:
         try:
             answer = await self._request({"cmd": "wake"}, timeout=WAKE_CLIENT_TIMEOUT)
         except ValueError as exc:
-            self._emit(LogEvent(str(exc), logging.ERROR, at=time.time()))
+            self._say(str(exc), logging.ERROR)
             return None
         return summary_from_wire(answer["summary"])
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 class RemoteEngine:
