@@ -105,6 +105,26 @@ async def plays_titled(store: Store, title: str):
     return [play for play in await store.recent_plays(limit=1000) if play.title == title]
 
 
+def moved_on_from(tracker: RoonTracker, title: str):
+    """The tracker shows its one zone on another track, and has had a seek update for it since.
+
+    Updates are applied one after the other, so everything the tracker was going to do
+    about `title` (store it or not, at its end or on any update before) is done.
+    """
+
+    def check() -> bool:
+        entries = tracker.status()["now_playing"]
+        return len(entries) == 1 and entries[0]["title"] != title and (entries[0]["seek"] or 0) > 0
+
+    return check
+
+
+def seek_of(tracker: RoonTracker) -> float:
+    """Where the tracker last saw its one zone's track: every update before that one is applied."""
+    [entry] = tracker.status()["now_playing"]
+    return entry["seek"] or 0.0
+
+
 # -- codec ------------------------------------------------------------------------------
 
 
@@ -447,8 +467,7 @@ async def test_a_track_heard_to_the_end_is_stored_exactly_once(fast_core, store,
     # Joining mid-track: the 20 s needed are counted from here, the start is dated back.
     tracker = tracker_for(fast_core, clock=clock)
     await tracker.start()
-    await until(lambda: fast_core.current_track(ZONE).title != "Wildfires", what="the track to end")
-    await asyncio.sleep(0.1)
+    await until(moved_on_from(tracker, "Wildfires"), what="the tracker past the track's end")
 
     [play] = await plays_titled(store, "Wildfires")
     assert (play.source, play.account, play.artist) == ("roon", "Demo Core", "Sault")
@@ -481,7 +500,7 @@ async def test_a_track_skipped_before_half_stores_nothing(fast_core, store, trac
     fast_core.set_track(ZONE, "Talk Talk", "Ascension Day", "Laughing Stock", 200)
     await until(lambda: fast_core.seek_position(ZONE) >= 60, what="60 s heard")
     fast_core.skip(ZONE)
-    await asyncio.sleep(0.3)
+    await until(moved_on_from(tracker, "Ascension Day"), what="the tracker past the skip")
     assert await plays_titled(store, "Ascension Day") == []
 
 
@@ -509,8 +528,7 @@ async def test_seeking_forward_is_not_listening(fast_core, store, tracker_for):
     fast_core.set_track(ZONE, "Floating Points", "Silhouettes", "Elaenia", 300)
     await until(lambda: fast_core.seek_position(ZONE) >= 20, what="20 s heard")
     fast_core.seek(ZONE, 280)
-    await until(lambda: fast_core.current_track(ZONE).title != "Silhouettes", what="the track to end")
-    await asyncio.sleep(0.1)
+    await until(moved_on_from(tracker, "Silhouettes"), what="the tracker past the track's end")
     assert await plays_titled(store, "Silhouettes") == []
 
 
@@ -551,7 +569,9 @@ async def test_a_reconnect_does_not_store_the_same_play_twice(roon, store, track
     await until(lambda: faults, what="the fault")
     await tracker.stop()
     await tracker.start()
-    await asyncio.sleep(1.0)  # another 400 s of the same track: enough for a second play
+    resumed = seek_of(tracker)
+    # 300 s more of the same track applied: more than the 240 s a second play would need.
+    await until(lambda: seek_of(tracker) >= resumed + 300, what="300 s more heard")
     assert core.current_track(ZONE).title == "Computer Love"
     assert len(await plays_titled(store, "Computer Love")) == 1
     assert tracker.status()["tracks_found"] == found
@@ -581,7 +601,9 @@ async def test_a_restart_mid_track_does_not_store_the_play_again(roon, store, re
     core.play(ZONE)
     second = tracker_for(core, clock=clock, on=reopened)
     await second.start()
-    await asyncio.sleep(1.0)  # another 400 s of the same track: enough for a second play
+    resumed = seek_of(second)
+    # 300 s more of the same track applied: more than the 240 s a second play would need.
+    await until(lambda: seek_of(second) >= resumed + 300, what="300 s more heard")
     assert core.current_track(ZONE).title == "Computer Love"
     assert await plays_titled(reopened, "Computer Love") == [stored]
     assert second.status()["tracks_found"] == 0
@@ -602,8 +624,7 @@ async def test_listening_before_a_restart_still_counts(roon, store, reopened, tr
     await second.start()
     # A jump to near the end: the 70 s left count only with the 150 s heard before.
     core.seek(ZONE, 330)
-    await until(lambda: core.current_track(ZONE).title != "Space Song", what="the track to end")
-    await asyncio.sleep(0.1)
+    await until(moved_on_from(second, "Space Song"), what="the tracker past the track's end")
     [play] = await plays_titled(reopened, "Space Song")
     assert abs(play.played_at - started) <= 6
     assert second.status()["tracks_found"] == 1
@@ -699,6 +720,25 @@ def roon_state(supervisor: Supervisor, state: RunState):
     return lambda: supervisor.view("roon_tracker").state is state
 
 
+def run_heartbeat(supervisor: Supervisor, watched: RoonTracker, every: float):
+    """Start the heartbeat; returns its task and a count of its passes that looked at `watched`.
+
+    Each pass reads the status of every wanted service that is up, so the reads made
+    from the heartbeat's own task count the passes.
+    """
+    task = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=every))
+    reads = []
+    status = watched.status
+
+    def counted():
+        if asyncio.current_task() is task:
+            reads.append(None)
+        return status()
+
+    watched.status = counted
+    return task, lambda: len(reads)
+
+
 def transitions(path: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(path) as db:
         return db.execute(
@@ -711,7 +751,8 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     roon, store, reopened, tracker_for, supervised
 ):
     core = await roon(require_approval=True, zones=2)
-    supervisor = await supervised(tracker_for(core))
+    tracker = tracker_for(core)
+    supervisor = await supervised(tracker)
     logged: list[str] = []
     supervisor.subscribe(lambda event: isinstance(event, LogEvent) and logged.append(event.text))
     summary = await supervisor.restore()
@@ -722,9 +763,10 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     assert core.connected == 1
 
     # The heartbeat leaves a service that is up and waiting alone.
-    heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.02))
-    await asyncio.sleep(0.1)
+    heartbeat, passes = run_heartbeat(supervisor, tracker, every=0.02)
+    await until(lambda: passes() >= 3, what="three heartbeat passes")
     assert core.registrations == [None] and supervisor.view("roon_tracker").up
+    assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
 
     core.approve()  # in Roon → Settings → Extensions; nobody presses r
     await until(roon_state(supervisor, RunState.RUNNING), what="running after the approval")

@@ -85,6 +85,22 @@ def let_through(fake: FakeLastfm, requests: int) -> None:
 DUTIES = {"catchup", "optimize", "backup"}
 
 
+def counted_catch_up(tracker: LastfmTracker):
+    """The tracker's poll as the catch-up, and the plays each run found, in order.
+
+    It asks the same fake as the backfill (here one request a run, without `to`): a
+    catch-up answered while the backfill should be quiet is a request the backfill
+    would have had time to make as well.
+    """
+    runs: list[int] = []
+
+    async def catch_up(credit):
+        runs.append(await tracker.poll_once(credit=credit))
+        return runs[-1]
+
+    return catch_up, runs
+
+
 def job_ids(scheduler: CollectionScheduler) -> set[str]:
     return {job.id for job in scheduler._scheduler.get_jobs()}
 
@@ -265,10 +281,10 @@ async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store
 
 
 async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
-    async def catch_up(credit):
-        return 0
-
-    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, interval=0.1)
+    catch_up, catch_ups = counted_catch_up(LastfmTracker(lastfm_config(lastfm), store))
+    scheduler = make_scheduler(
+        lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, interval=0.1, catchup_interval=0.1
+    )
     await scheduler.start()
     try:
         assert job_ids(scheduler) == DUTIES
@@ -281,9 +297,10 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
 
         await scheduler.set_mode("MAINTENANCE")
         assert job_ids(scheduler) == DUTIES
-        asked, pages = len(lastfm.requests), scheduler.pages_done
-        await asyncio.sleep(0.3)  # three backfill intervals
-        assert len(lastfm.requests) == asked, "the backfill stopped with the mode"
+        asked, pages, ran = len(lastfm.requests), scheduler.pages_done, len(catch_ups)
+        # Three catch-ups answered, a backfill interval apart: a page would have been asked too.
+        await until(lambda: len(catch_ups) >= ran + 3)
+        assert backfill_pages(lastfm, since=asked) == [], "the backfill stopped with the mode"
         assert scheduler.pages_done == pages
     finally:
         await scheduler.stop()
@@ -388,9 +405,7 @@ async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes
 
 
 async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_path):
-    async def catch_up(credit):
-        return 0
-
+    catch_up, catch_ups = counted_catch_up(LastfmTracker(lastfm_config(lastfm), store))
     first = make_scheduler(lastfm, store, tmp_path)
     await first.start()
     await until(lambda: first.backfill_done)
@@ -403,8 +418,11 @@ async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_
         assert job_ids(again) == DUTIES
         status = again.status()
         assert (status["mode"], status["cursor"], status["catchup_every"]) == ("MASSIVE", "complete", 900.0)
-        await asyncio.sleep(0.2)  # four backfill intervals
-        assert len(lastfm.requests) == asked, "nothing left to backfill"
+        # A backfill would ask at once; a catch-up brought forward after the start has been answered.
+        run_now(again, "catchup")
+        await until(lambda: catch_ups)
+        assert backfill_pages(lastfm, since=asked) == [], "nothing left to backfill"
+        assert len(lastfm.requests) == asked + 1, "only the catch-up asked"
     finally:
         await again.stop()
 
@@ -415,14 +433,16 @@ async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_
 async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store, tmp_path):
     tracker = LastfmTracker(lastfm_config(lastfm), store)
     await tracker.start()  # stores the newest page: 200 plays, its own
+    catch_up, catch_ups = counted_catch_up(tracker)
     scheduler = make_scheduler(
-        lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=tracker.poll_once, catchup_interval=0.1
+        lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, catchup_interval=0.1
     )
     try:
         lastfm.add_plays(5)
         await scheduler.start()
-        await until(lambda: scheduler.status()["tracks_found"] == 5)
-        await asyncio.sleep(0.3)  # more catch-ups, nothing new
+        await until(lambda: len(catch_ups) >= 3)  # more catch-ups after the one that found them
+        assert catch_ups[:3] == [5, 0, 0]
+        assert scheduler.status()["tracks_found"] == 5
         await scheduler.stop()
         lastfm.add_plays(2)
         assert await tracker.poll_once() == 2  # the tracker's own poll

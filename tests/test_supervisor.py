@@ -30,12 +30,19 @@ async def close(store, supervisor):
     await store.close()
 
 
-async def wait_for_state(supervisor, name, state, timeout=3.0):
+async def until(condition, what: str, timeout=3.0):
     async def poll():
-        while supervisor.view(name).state is not state:
+        while not condition():
             await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(poll(), timeout)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+async def wait_for_state(supervisor, name, state, timeout=3.0):
+    await until(lambda: supervisor.view(name).state is state, f"{name} {state}", timeout)
 
 
 @pytest.fixture
@@ -146,15 +153,20 @@ async def test_mode_survives_a_restart(db_path):
 
 
 async def test_needs_attention_is_not_retried(db_path):
-    services = [ScriptedService("alpha")]
+    services = [ScriptedService("alpha"), ScriptedService("beta")]
     services[0].failures.append(NeedsAttention("set lastfm.api_key in /etc/aime.toml"))
-    store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.0)
+    services[1].failures.append(OSError("down"))  # a fault that is retried, for comparison
+    store, supervisor = await open_supervisor(
+        db_path, services, wanted=("alpha", "beta"), rng=lambda: 0.0
+    )
     summary = await supervisor.restore()
-    assert summary.failed == {"alpha": "set lastfm.api_key in /etc/aime.toml"}
+    assert summary.failed == {"alpha": "set lastfm.api_key in /etc/aime.toml", "beta": "down"}
     view = supervisor.view("alpha")
     assert view.state is RunState.NEEDS_ATTENTION
     assert view.reason == "set lastfm.api_key in /etc/aime.toml"
-    await asyncio.sleep(0.1)
+    # rng 0: a retry is due at once. Beta's has run, so one for alpha would have run too.
+    await wait_for_state(supervisor, "beta", RunState.RUNNING)
+    assert services[1].starts == 2
     assert services[0].starts == 1, "no automatic retry"
     await supervisor.retry_now("alpha")
     await wait_for_state(supervisor, "alpha", RunState.RUNNING)
@@ -197,12 +209,16 @@ async def test_a_fault_while_running_backs_off_and_restarts(db_path):
 
 
 async def test_stop_during_backoff_cancels_the_retry(db_path):
-    services = [ScriptedService("alpha")]
-    services[0].failures.append(OSError("down"))
-    store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.02)
-    await supervisor.restore()
+    # Beta fails the same way at the same time and is left alone, for comparison.
+    services = [ScriptedService("alpha"), ScriptedService("beta")]
+    for service in services:
+        service.failures.append(OSError("down"))
+    store, supervisor = await open_supervisor(
+        db_path, services, wanted=("alpha", "beta"), rng=lambda: 0.02
+    )
+    await supervisor.restore()  # both retries are due 0.1 s from now
     await supervisor.stop("alpha")
-    await asyncio.sleep(0.3)
+    await wait_for_state(supervisor, "beta", RunState.RUNNING)  # beta's retry has run
     assert supervisor.view("alpha").state is RunState.STOPPED
     assert services[0].starts == 1
     await close(store, supervisor)
@@ -246,13 +262,18 @@ def test_full_jitter_delay_is_bounded_by_the_capped_exponential():
 async def test_a_user_start_during_backoff_replaces_the_pending_retry(db_path):
     services = [ScriptedService("alpha")]
     services[0].failures += [OSError("down")] * 5
-    # rng 0.04: retries wait 0.2 s, 0.4 s, 0.8 s… after each failure.
-    store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.04)
-    await supervisor.restore()  # failure 1 at t=0: a retry is due at t=0.2
+    # rng 0.06: retries wait 0.3 s, 0.6 s, 1.2 s… after each failure.
+    store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.06)
+    loop = asyncio.get_running_loop()
+    await supervisor.restore()  # failure 1 at t=0: a retry is due at t=0.3
     await asyncio.sleep(0.1)
-    await supervisor.start("alpha")  # failure 2 at t=0.1: its retry is due at t=0.3
-    await asyncio.sleep(0.35)  # t=0.45: only the t=0.3 retry may have run
-    assert services[0].starts == 3, "the stale t=0.2 retry did not run as well"
+    assert services[0].starts == 1, "the first retry came before the start it is meant to race"
+    asked = loop.time()
+    await supervisor.start("alpha")  # failure 2 at t=0.1: its retry is due at t=0.4
+    await until(lambda: services[0].starts >= 3, "a retry")
+    # The stale t=0.3 retry would have come 0.2 s after the start, the right one 0.3 s after.
+    assert loop.time() - asked >= 0.29, "the stale retry ran"
+    assert (services[0].starts, supervisor.view("alpha").restarts) == (3, 1)
     await close(store, supervisor)
 
 
@@ -293,6 +314,25 @@ def health(supervisor: Supervisor) -> dict:
     return assess(supervisor.views(), database=REACHABLE, uptime=1.0, errors={}, summary=None, now=0.0)
 
 
+def run_heartbeat(supervisor: Supervisor, watched, every: float = 0.01):
+    """Start the heartbeat; returns its task and a count of its passes that looked at `watched`.
+
+    Each pass reads the status of every wanted service that is up, so the reads made
+    from the heartbeat's own task count the passes.
+    """
+    task = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=every))
+    reads = []
+    status = watched.status
+
+    def counted():
+        if asyncio.current_task() is task:
+            reads.append(None)
+        return status()
+
+    watched.status = counted
+    return task, lambda: len(reads)
+
+
 async def test_attention_reported_while_up_clears_by_itself(db_path):
     service = WaitingService("alpha", ASK)
     store, supervisor = await open_supervisor(db_path, [service], wanted=("alpha",))
@@ -310,9 +350,10 @@ async def test_attention_reported_while_up_clears_by_itself(db_path):
 
     # Saying it again is no news; the heartbeat leaves it alone, and so does a start.
     service.report_attention(ASK)
-    heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.01))
+    heartbeat, passes = run_heartbeat(supervisor, service)
     await supervisor.start("alpha")
-    await asyncio.sleep(0.1)
+    after_start = passes()
+    await until(lambda: passes() >= after_start + 3, "three heartbeat passes after the start")
     heartbeat.cancel()
     assert (service.starts, service.stops) == (1, 0)
     assert [line for line in logged if "needs attention" in line] == [

@@ -13,9 +13,16 @@ class FakeGapClock:
 
     def __init__(self) -> None:
         self.gap = 1000.0
+        self.readings = 0  # one per check the detector makes
 
     def __call__(self) -> float:
+        self.readings += 1
         return self.gap
+
+
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
 
 
 async def never(slept):
@@ -50,13 +57,19 @@ async def test_the_detector_loop_triggers_recovery(config):
     async def on_wake(slept):
         woken.append(slept)
 
+    async def checks(count: int) -> None:
+        """Wait until the detector has made `count` more checks."""
+        target = clock.readings + count
+        await asyncio.wait_for(until(lambda: clock.readings >= target), 3)
+
     detector = WakeDetector(on_wake, gap=clock)
     runner = asyncio.create_task(detector.run(every=0.01))
-    await asyncio.sleep(0.05)
+    await checks(3)
+    assert woken == [], "no wake while the gap holds still"
     clock.gap += 30
-    await asyncio.sleep(0.05)
+    await checks(3)  # the first of them sees the jump and recovers before the next
     runner.cancel()
-    assert woken == [30]
+    assert woken == [30], "reported once"
 
 
 async def test_a_detected_wake_restores_the_wanted_services(config):
