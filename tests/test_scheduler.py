@@ -174,6 +174,11 @@ async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store,
         assert (status["pages_done"], status["total_pages"], status["cursor"]) == (0, 5, "page 5 of 5")
         assert status["eta"] is None  # no page yet, no pace
         assert backfill_pages(lastfm) == []
+
+        # The waiting page goes with the backfill when the mode changes: the next run is a duty's.
+        await scheduler.set_mode("MAINTENANCE")
+        duties = min(job.next_run_time.timestamp() for job in scheduler._scheduler.get_jobs())
+        assert scheduler.status()["next_run"] == pytest.approx(duties)
     finally:
         await scheduler.stop()
     assert scheduler.status()["next_run"] is None

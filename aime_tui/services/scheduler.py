@@ -136,7 +136,6 @@ class CollectionScheduler(Service):
             scheduler.shutdown(wait=False)  # cancels in-flight job tasks
         # Stopping the backfill mid-page is safe: a page's transaction is whole or absent.
         await self.cancel_tasks()
-        self._next_page_at = None
         self.clear_attention()
         client, self._client = self._client, None
         if client is not None:
@@ -302,6 +301,12 @@ class CollectionScheduler(Service):
         assert client is not None
         interval = self.config.backfill_interval
         self._run_began = time.monotonic()
+        try:
+            await self._backfill_pages(client, interval)
+        finally:  # done, failed, or cancelled by a mode switch or a stop: no page is due
+            self._next_page_at = None
+
+    async def _backfill_pages(self, client: LastfmClient, interval: float) -> None:
         while not self.backfill_done:
             began = time.monotonic()
             try:
@@ -328,7 +333,6 @@ class CollectionScheduler(Service):
                 break
             self._next_page_at = began + interval
             await asyncio.sleep(max(0.0, self._next_page_at - time.monotonic()))
-        self._next_page_at = None
 
     async def _next_page(self, client: LastfmClient, state: dict[str, Any]):
         """The cursor after the next step and the plays that step fetched."""
