@@ -21,3 +21,17 @@ def config(tmp_path):
     from aime_tui.config import load_config
 
     return load_config(config_path=tmp_path / "config.toml", data_dir=tmp_path / "data", env={})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test that fails before closing its database leaves aiosqlite's worker thread
+    running, and it is not a daemon: the run would report the failure, then never exit.
+    Close whatever connections are still open, each on a loop of its own."""
+    import asyncio
+    import gc
+
+    import aiosqlite
+
+    for connection in [obj for obj in gc.get_objects() if isinstance(obj, aiosqlite.Connection)]:
+        if connection._running:  # the only public sign is the thread itself
+            asyncio.run(asyncio.wait_for(connection.close(), 5))
