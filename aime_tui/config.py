@@ -40,6 +40,13 @@ class LastfmConfig:
     interval: float = 120.0
     enabled: bool = True
 
+    def __repr__(self) -> str:
+        # A repr lands in crash tracebacks (Textual shows every frame's locals) and logs.
+        return (
+            f"LastfmConfig(api_url={self.api_url!r}, api_key={mask_secret(self.api_key)!r},"
+            f" user={self.user!r}, interval={self.interval!r}, enabled={self.enabled!r})"
+        )
+
     def missing(self) -> str | None:
         """The first key the tracker cannot run without, or None."""
         if not self.api_key:

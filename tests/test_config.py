@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -87,6 +88,37 @@ def test_secrets_are_masked():
     assert mask_secret("short") == "*****"
     masked = mask_secret("0123456789abcdef0123456789abcdef")
     assert masked.endswith("cdef") and "0123456789" not in masked
+
+
+def test_the_api_key_stays_out_of_reprs_and_crash_tracebacks(tmp_path):
+    """Textual prints a crash as a traceback with every frame's locals: a config among
+    them must not show the key in full."""
+    from rich.console import Console
+    from rich.traceback import Traceback
+
+    key = "0123456789abcdef0123456789abcdef"
+    config = load_config(
+        config_path=tmp_path / "none.toml", data_dir=tmp_path, env={"AIME_LASTFM_API_KEY": key}
+    )
+    assert config.lastfm.api_key == key
+    assert key not in repr(config) and "cdef" in repr(config.lastfm)
+
+    def crash(config):
+        raise RuntimeError("boom")
+
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))
+    try:
+        crash(config)
+    except RuntimeError as exc:
+        # As the app renders it (show_locals=True), with room for the whole repr; from the
+        # crashing frame on (this test's own frame holds the key on purpose).
+        frames = exc.__traceback__.tb_next
+        console.print(Traceback.from_exception(
+            type(exc), exc, frames, show_locals=True, locals_max_string=500, width=200
+        ))
+    shown = console.export_text()
+    assert "LastfmConfig(" in shown and "boom" in shown
+    assert key not in shown and key[:12] not in shown
 
 
 def test_init_writes_a_parseable_template_and_never_overwrites(tmp_path):
