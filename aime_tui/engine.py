@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from .config import SOCKET_FILE, Config
+from .config import SOCKET_FILE, Config, ConfigError, load_config
 from .control import ControlServer
 from .services.base import Service
 from .services.roon import RoonTracker
@@ -37,8 +39,12 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        #: The environment the config was read with, to read it again the same way.
+        self._env = os.environ if env is None else env
+        self._config_stamp = _stamp(config.config_path)
         #: Told of what happens before the supervisor exists (a locked or moved database).
         self.on_notice: Callable[[str, int], None] = lambda text, level: None
         self._build_services = services or build_services
@@ -82,6 +88,7 @@ class Engine:
             clock=self._clock,
             wall=self._wall,
             rng=self._rng,
+            before_start=self._reread_config,
         )
         await self.supervisor.load()
         await self._serve_control()
@@ -97,6 +104,30 @@ class Engine:
             self._notice(f"control socket {path} unavailable: {exc}", logging.WARNING)
             return
         self.control = server
+
+    def _reread_config(self) -> None:
+        """Before each start: if the config file changed, read it again and hand the new
+        settings to the services, so that fixing a setting then retrying (r) just works.
+        A file that no longer reads is said once, and the settings before it are kept."""
+        if self.config.demo:
+            return  # the demo's settings point at its fakes, not at the file
+        stamp = _stamp(self.config.config_path)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            fresh = load_config(
+                config_path=self.config.config_path, data_dir=self.config.data_dir, env=self._env
+            )
+        except ConfigError as exc:
+            self._notice(f"{exc} (keeping the settings read before)", logging.ERROR)
+            return
+        self.config = fresh
+        assert self.supervisor is not None
+        self.supervisor.restore_timeout = fresh.restore_timeout
+        for name in self.supervisor.names:
+            self.supervisor.service(name).reconfigure(fresh)
+        self._notice(f"read {fresh.config_path} again: its settings apply from each service's next start")
 
     def _notice(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
@@ -146,6 +177,15 @@ class Engine:
         if self.demo is not None:
             await self.demo.stop()
             self.demo = None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed config file: its modification time and size (None: absent)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def build_services(config: Config, store: Store) -> list[Service]:

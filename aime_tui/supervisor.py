@@ -139,8 +139,11 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        before_start: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
+        #: Called before every start attempt (the engine reads the config file again there).
+        self._before_start = before_start
         self._wall = wall
         self.restore_timeout = restore_timeout
         self._clock = clock
@@ -423,6 +426,7 @@ class Supervisor:
         name = record.service.name
         record.retry_at = None
         self._set_state(record, RunState.STARTING, reason)
+        self._before_start()
         record.service.mode = record.mode
         record.service.clear_attention()  # whatever a previous run waited for, this one asks anew
         starting = asyncio.create_task(record.service.start(), name=f"{name}:start")

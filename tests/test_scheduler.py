@@ -266,11 +266,11 @@ async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store
         view = supervisor.view("scheduler")
         assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
         assert set(job_ids(scheduler)) == {"optimize", "backup"}, "no catch-up or backfill without Last.fm"
-        # The dashboard's detail line is the scheduler's own words: a restart is needed,
-        # and nothing claims it is connected and will carry on by itself.
+        # The dashboard's detail line is the scheduler's own words: a retry is needed once
+        # the file is fixed, and nothing claims it is connected and will carry on by itself.
         detail = detail_text(view)
         assert detail.startswith("scheduler needs attention: MASSIVE backfill needs Last.fm")
-        assert "restart aime-tui" in detail and "connected" not in detail
+        assert "then retry (r)" in detail and "connected" not in detail
         assert scheduler.status()["running"]
 
         # Back to MAINTENANCE: nothing missing for what it does, so running.

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class Service(ABC):
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """A snapshot of what the service reports (see the design's services table)."""
+
+    def reconfigure(self, config: "Config") -> None:
+        """Take settings read again from the config file, for the next start (a running
+        service carries on with the ones it started with)."""
 
     async def set_mode(self, mode: str) -> None:
         """Switch mode while running; services with modes override this."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Awaitable, TypeVar
 
 from aime_tui import __version__
-from aime_tui.config import RoonConfig, mask_secret
+from aime_tui.config import Config, RoonConfig, mask_secret
 from aime_tui.moo import (
     MooConnectError,
     MooConnection,
@@ -181,6 +181,10 @@ class RoonTracker(Service):
         self._listening: dict[str, _Listening] = {}
         self._tracks_found = 0
         self._last_error: str | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config.roon
+        self.handshake_timeout = handshake_budget(config.restore_timeout)
 
     @property
     def where(self) -> str:

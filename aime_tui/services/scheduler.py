@@ -39,7 +39,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from ..config import LastfmConfig, SchedulerConfig
+from ..config import Config, LastfmConfig, SchedulerConfig
 from ..lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
 from ..store import Store
 from .base import Service
@@ -101,6 +101,11 @@ class CollectionScheduler(Service):
     @property
     def cursor_name(self) -> str:
         return f"backfill:lastfm:{self.lastfm.user}"
+
+    def reconfigure(self, config: Config) -> None:
+        # Its mode stays: that is the user's, kept in the store (the file's is a first-launch default).
+        self.config = config.scheduler
+        self.lastfm = config.lastfm
 
     @property
     def pages_done(self) -> int:
@@ -174,8 +179,8 @@ class CollectionScheduler(Service):
     def _lastfm_missing(self) -> str:
         where = self.config_path if self.config_path is not None else "the config file"
         return (
-            f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where} and"
-            " restart aime-tui; optimize and backup run meanwhile"
+            f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}, then"
+            " retry (r); optimize and backup run meanwhile"
         )
 
     async def _load_progress(self) -> None:

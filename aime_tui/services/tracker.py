@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from aime_tui.config import LastfmConfig
+from aime_tui.config import Config, LastfmConfig
 from aime_tui.lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
 from aime_tui.services.base import NeedsAttention, Service
 from aime_tui.store import Play, Store
@@ -49,6 +49,9 @@ class LastfmTracker(Service):
         self._tracks_found = 0
         self._last_error: str | None = None
         self._now_playing: str | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config.lastfm
 
     @property
     def cursor_name(self) -> str:

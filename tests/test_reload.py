@@ -1,0 +1,98 @@
+"""Fix a setting in the config file, retry the service: it starts with the new settings.
+
+A real engine (no demo), a real config file and database, and the Last.fm fake on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+
+import pytest
+
+from aime_tui.config import load_config
+from aime_tui.demo.lastfm_fake import FakeLastfm
+from aime_tui.engine import Engine
+from aime_tui.supervisor import RunState
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+async def lastfm():
+    fake = FakeLastfm(api_key=KEY, plays=450, newest=1_700_000_000)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def write_config(path, lastfm: FakeLastfm, *, key: str = "") -> None:
+    path.write_text(
+        f'[lastfm]\napi_url = "{lastfm.url}"\nuser = "{lastfm.user}"\n'
+        + (f'api_key = "{key}"\n' if key else "")
+        + '[roon]\nenabled = false\n[scheduler]\nmode = "MASSIVE"\nbackfill_interval = 0.05\n'
+    )
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"not {what} within {timeout:g} s") from None
+
+
+async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
+    path = tmp_path / "config.toml"
+    write_config(path, lastfm)  # no API key yet
+    config = load_config(config_path=path, data_dir=tmp_path / "data", env={})
+    engine = Engine(config, env={})
+    notices: list[tuple[str, int]] = []
+    engine.on_notice = lambda text, level: notices.append((text, level))
+    supervisor = await engine.open()
+    try:
+        summary = await supervisor.restore("launch")
+        assert summary.failed["tracker"] == f"set lastfm.api_key in {path}"
+        scheduler = supervisor.view("scheduler")
+        assert (scheduler.state, scheduler.up) == (RunState.NEEDS_ATTENTION, True)
+        assert f"in {path}, then retry (r)" in scheduler.reason
+        assert lastfm.requests == []
+
+        # Retrying before the file changes reads nothing and changes nothing.
+        await supervisor.retry_now("tracker")
+        await until(lambda: supervisor.view("tracker").state is RunState.NEEDS_ATTENTION, "failed again")
+        assert notices == [] and lastfm.requests == []
+
+        write_config(path, lastfm, key=KEY)
+        await supervisor.retry_now("tracker")
+        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running with the key")
+        assert [text for text, _ in notices] == [
+            f"read {path} again: its settings apply from each service's next start"
+        ]
+        assert lastfm.requests and all(request["api_key"] == KEY for request in lastfm.requests)
+
+        # The scheduler is up and waiting: a retry restarts it, and it backfills now.
+        await supervisor.retry_now("scheduler")
+        await until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, "scheduler running")
+        await until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, "a backfill page stored")
+        assert supervisor.view("scheduler").status["mode"] == "MASSIVE"
+
+        # A file that no longer reads is said once; the settings read before stay.
+        path.write_text("[lastfm\napi_key = \n")
+        await supervisor.stop("tracker")
+        await supervisor.start("tracker")
+        await supervisor.retry_now("scheduler")  # running: nothing to retry, nothing read
+        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on the old settings")
+        errors = [text for text, level in notices if level == logging.ERROR]
+        assert len(errors) == 1 and f"{path}: not valid TOML" in errors[0]
+        assert "keeping the settings read before" in errors[0]
+        assert engine.config.lastfm.api_key == KEY
+        assert all(KEY not in text for text, _ in notices)
+    finally:
+        await engine.close()
+    with sqlite3.connect(config.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] > 0
