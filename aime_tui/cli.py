@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         lock = InstanceLock(config.lock_path).acquire()
     except AlreadyRunning as exc:
         if not args.headless and _answers(config):
-            return run_attached(config, exc.pid)
+            return run_attached(config)
         return fail(str(exc), EXIT_FAILED)
     except OSError as exc:
         return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
@@ -219,12 +219,13 @@ def _answers(config: Config) -> bool:
     return True
 
 
-def run_attached(config: Config, pid: int | None) -> int:
+def run_attached(config: Config) -> int:
     """The dashboard of an instance already running here; quitting leaves it running."""
     from .ui.app import AimeApp
     from .ui.remote import RemoteEngine
 
-    app = AimeApp(RemoteEngine(config), subtitle=f"attached to pid {pid or 'unknown'}")
+    engine = RemoteEngine(config)
+    app = AimeApp(engine, subtitle=engine.subtitle)
     app.run()
     return app.return_code or 0
 

@@ -424,9 +424,15 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
     socket_file = headless.data_dir / "aime.sock"
     try:
         config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
-        app = AimeApp(RemoteEngine(config), subtitle="attached")
+        engine = RemoteEngine(config)
+        app = AimeApp(engine, subtitle=engine.subtitle)
+
+        def title() -> str:
+            return str(app.query_one("#title").render())
+
         async with app.run_test(size=(200, 40)) as pilot:
             await wait_until(pilot, lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
+            await wait_until(pilot, lambda: title() == f"aime-tui ─ attached to pid {first_pid}")
             said: list[LogEvent] = []  # what the dashboard says of the connection
 
             def note(event) -> None:
@@ -449,10 +455,12 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
             # The instance stops, and a new one starts on the data directory.
             await asyncio.to_thread(headless.stop)
             await wait_until(pilot, lambda: in_pane(f"the instance (pid {first_pid}) went away"))
+            await wait_until(pilot, lambda: "gone: attaching again" in title())
             await pilot.pause(1.0)  # some ten more polls and reattach attempts
             await asyncio.to_thread(headless.start, "Restored 3 succeeded")
             second_pid = headless.process.pid
             await wait_until(pilot, lambda: in_pane(f"attached to the new instance (pid {second_pid})"), timeout=10)
+            await wait_until(pilot, lambda: title() == f"aime-tui ─ attached to pid {second_pid}")
             await pilot.pause(0.5)
 
             assert [(event.level, event.text) for event in said] == [

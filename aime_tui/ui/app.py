@@ -82,7 +82,7 @@ class AimeApp(App):
         engine: Engine,
         *,
         now: Callable[[], float] = time.time,
-        subtitle: str = "home server",
+        subtitle: str | Callable[[], str] = "home server",
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -99,7 +99,7 @@ class AimeApp(App):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="title-bar"):
-            yield Label(f"aime-tui ─ {self._subtitle}", id="title")
+            yield Label(self._title_text(), id="title")
             yield Label(self._clock_text(), id="clock")
         yield ServicesTable(id="services", cursor_type="row", zebra_stripes=False)
         yield Static("", id="detail")
@@ -248,9 +248,15 @@ class AimeApp(App):
         log_view.write(Text("\n").join(lines), scroll_end=log_view.is_vertical_scroll_end)
 
     def _update_clock(self) -> None:
-        # The clock, the detail and now-playing lines never change size: repaint them
-        # without a layout pass of the whole screen (once a second, it adds up).
+        # The clock, the title, the detail and now-playing lines never change size: repaint
+        # them without a layout pass of the whole screen (once a second, it adds up).
         self.query_one("#clock", Label).update(self._clock_text(), layout=False)
+        if callable(self._subtitle):  # an attached dashboard's instance can change
+            self.query_one("#title", Label).update(self._title_text(), layout=False)
+
+    def _title_text(self) -> str:
+        subtitle = self._subtitle() if callable(self._subtitle) else self._subtitle
+        return f"aime-tui ─ {subtitle}"
 
     def _clock_text(self) -> str:
         return datetime.fromtimestamp(self._now()).strftime("%H:%M:%S")

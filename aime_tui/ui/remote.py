@@ -70,6 +70,11 @@ class RemoteSupervisor:
 
     # -- the connection ----------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """The instance's event stream is open (it is gone, or not attached yet, if not)."""
+        return self._streaming
+
     async def connect(self) -> None:
         reader, self._recent = await self._subscribe()
         self._tasks = [
@@ -359,6 +364,15 @@ class RemoteEngine:
             raise OSError(f"cannot attach to the running instance: {exc}") from None
         self.supervisor = supervisor
         return supervisor
+
+    def subtitle(self) -> str:
+        """What the title bar says: which instance this dashboard shows, or that it is gone."""
+        remote = self.supervisor
+        if remote is None or remote.pid is None:
+            return "attached"
+        if not remote.connected:
+            return f"pid {remote.pid} gone: attaching again when an instance answers"
+        return f"attached to pid {remote.pid}"
 
     def start_background(self) -> None:
         """The heartbeat and wake detection run in the attached instance."""
