@@ -32,6 +32,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     import aiosqlite
 
-    for connection in [obj for obj in gc.get_objects() if isinstance(obj, aiosqlite.Connection)]:
+    # type(), not isinstance(): a dead weak proxy among the objects raises on isinstance.
+    for connection in [obj for obj in gc.get_objects() if type(obj) is aiosqlite.Connection]:
         if connection._running:  # the only public sign is the thread itself
             asyncio.run(asyncio.wait_for(connection.close(), 5))
