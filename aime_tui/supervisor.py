@@ -158,6 +158,8 @@ class Supervisor:
         self._transition_writer: asyncio.Task | None = None
         self._closing = False
         self._wake_lock = asyncio.Lock()
+        #: Heartbeat passes completed: the evidence that it runs (and has looked at everything).
+        self.heartbeat_passes = 0
 
     # -- observing -----------------------------------------------------------------
 
@@ -395,6 +397,7 @@ class Supervisor:
                 elif record.state is RunState.STOPPED:
                     self._log(f"{name}: wanted but stopped — restarting", logging.WARNING, name)
                     self._launch(record, self._start_attempt(record, "heartbeat"))
+            self.heartbeat_passes += 1
             await asyncio.sleep(every)
 
     # -- the state machine -------------------------------------------------------------

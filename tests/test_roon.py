@@ -720,25 +720,6 @@ def roon_state(supervisor: Supervisor, state: RunState):
     return lambda: supervisor.view("roon_tracker").state is state
 
 
-def run_heartbeat(supervisor: Supervisor, watched: RoonTracker, every: float):
-    """Start the heartbeat; returns its task and a count of its passes that looked at `watched`.
-
-    Each pass reads the status of every wanted service that is up, so the reads made
-    from the heartbeat's own task count the passes.
-    """
-    task = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=every))
-    reads = []
-    status = watched.status
-
-    def counted():
-        if asyncio.current_task() is task:
-            reads.append(None)
-        return status()
-
-    watched.status = counted
-    return task, lambda: len(reads)
-
-
 def transitions(path: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(path) as db:
         return db.execute(
@@ -763,8 +744,8 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     assert core.connected == 1
 
     # The heartbeat leaves a service that is up and waiting alone.
-    heartbeat, passes = run_heartbeat(supervisor, tracker, every=0.02)
-    await until(lambda: passes() >= 3, what="three heartbeat passes")
+    heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.02))
+    await until(lambda: supervisor.heartbeat_passes >= 3, what="three heartbeat passes")
     assert core.registrations == [None] and supervisor.view("roon_tracker").up
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
 

@@ -314,25 +314,6 @@ def health(supervisor: Supervisor) -> dict:
     return assess(supervisor.views(), database=REACHABLE, uptime=1.0, errors={}, summary=None, now=0.0)
 
 
-def run_heartbeat(supervisor: Supervisor, watched, every: float = 0.01):
-    """Start the heartbeat; returns its task and a count of its passes that looked at `watched`.
-
-    Each pass reads the status of every wanted service that is up, so the reads made
-    from the heartbeat's own task count the passes.
-    """
-    task = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=every))
-    reads = []
-    status = watched.status
-
-    def counted():
-        if asyncio.current_task() is task:
-            reads.append(None)
-        return status()
-
-    watched.status = counted
-    return task, lambda: len(reads)
-
-
 async def test_attention_reported_while_up_clears_by_itself(db_path):
     service = WaitingService("alpha", ASK)
     store, supervisor = await open_supervisor(db_path, [service], wanted=("alpha",))
@@ -350,10 +331,10 @@ async def test_attention_reported_while_up_clears_by_itself(db_path):
 
     # Saying it again is no news; the heartbeat leaves it alone, and so does a start.
     service.report_attention(ASK)
-    heartbeat, passes = run_heartbeat(supervisor, service)
+    heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.01))
     await supervisor.start("alpha")
-    after_start = passes()
-    await until(lambda: passes() >= after_start + 3, "three heartbeat passes after the start")
+    after_start = supervisor.heartbeat_passes
+    await until(lambda: supervisor.heartbeat_passes >= after_start + 3, "three heartbeat passes after the start")
     heartbeat.cancel()
     assert (service.starts, service.stops) == (1, 0)
     assert [line for line in logged if "needs attention" in line] == [
