@@ -88,7 +88,7 @@ class Engine:
             clock=self._clock,
             wall=self._wall,
             rng=self._rng,
-            before_start=self._reread_config,
+            before_start=self._configure_for_start,
         )
         await self.supervisor.load()
         await self._serve_control()
@@ -105,29 +105,35 @@ class Engine:
             return
         self.control = server
 
+    def _configure_for_start(self, service: Service) -> None:
+        """Before each start: the service starts with the config file as it is now, so
+        that fixing a setting then retrying (r) just works. Services already running keep
+        the settings they started with."""
+        self._reread_config()
+        service.reconfigure(self.config)
+
     def _reread_config(self) -> None:
-        """Before each start: if the config file changed, read it again and hand the new
-        settings to the services, so that fixing a setting then retrying (r) just works.
-        A file that no longer reads is said once, and the settings before it are kept."""
+        """Read the config file again if it changed. One that is gone or no longer reads is
+        said once, and the settings read before are kept."""
         if self.config.demo:
             return  # the demo's settings point at its fakes, not at the file
-        stamp = _stamp(self.config.config_path)
+        path = self.config.config_path
+        stamp = _stamp(path)
         if stamp == self._config_stamp:
             return
         self._config_stamp = stamp
+        if stamp is None:  # deleted, or an editor's save caught halfway
+            self._notice(f"config file {path} is gone (keeping the settings read before)", logging.WARNING)
+            return
         try:
-            fresh = load_config(
-                config_path=self.config.config_path, data_dir=self.config.data_dir, env=self._env
-            )
+            fresh = load_config(config_path=path, data_dir=self.config.data_dir, env=self._env)
         except ConfigError as exc:
             self._notice(f"{exc} (keeping the settings read before)", logging.ERROR)
             return
         self.config = fresh
         assert self.supervisor is not None
         self.supervisor.restore_timeout = fresh.restore_timeout
-        for name in self.supervisor.names:
-            self.supervisor.service(name).reconfigure(fresh)
-        self._notice(f"read {fresh.config_path} again: its settings apply from each service's next start")
+        self._notice(f"read {path} again: each service takes its settings at its next start")
 
     def _notice(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)

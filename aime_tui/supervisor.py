@@ -139,7 +139,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
-        before_start: Callable[[], None] = lambda: None,
+        before_start: Callable[[Service], None] = lambda service: None,
     ) -> None:
         self.store = store
         #: Called before every start attempt (the engine reads the config file again there).
@@ -429,7 +429,10 @@ class Supervisor:
         name = record.service.name
         record.retry_at = None
         self._set_state(record, RunState.STARTING, reason)
-        self._before_start()
+        try:
+            self._before_start(record.service)
+        except Exception:  # a start goes ahead with what the service has
+            log.exception("%s: preparing the start failed", name)
         record.service.mode = record.mode
         record.service.clear_attention()  # whatever a previous run waited for, this one asks anew
         starting = asyncio.create_task(record.service.start(), name=f"{name}:start")

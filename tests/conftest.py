@@ -34,5 +34,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     # type(), not isinstance(): a dead weak proxy among the objects raises on isinstance.
     for connection in [obj for obj in gc.get_objects() if type(obj) is aiosqlite.Connection]:
-        if connection._running:  # the only public sign is the thread itself
+        # Only a live worker can answer close(); one that died (its loop closed under a
+        # query) would leave close() waiting forever, and keeps nothing alive anyway.
+        if connection._running and connection._thread.is_alive():
             asyncio.run(asyncio.wait_for(connection.close(), 5))

@@ -90,6 +90,14 @@ def test_secrets_are_masked():
     assert masked.endswith("cdef") and "0123456789" not in masked
 
 
+def test_a_file_in_another_encoding_says_so(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes('[lastfm]\nuser = "Zoé"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_path=path, data_dir=tmp_path, env={})
+    assert str(caught.value) == f"{path}: not UTF-8 text (line 2); save it as UTF-8"
+
+
 def test_the_api_key_stays_out_of_reprs_and_crash_tracebacks(tmp_path):
     """Textual prints a crash as a traceback with every frame's locals: a config among
     them must not show the key in full."""

@@ -71,7 +71,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         await supervisor.retry_now("tracker")
         await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running with the key")
         assert [text for text, _ in notices] == [
-            f"read {path} again: its settings apply from each service's next start"
+            f"read {path} again: each service takes its settings at its next start"
         ]
         assert lastfm.requests and all(request["api_key"] == KEY for request in lastfm.requests)
 
@@ -96,3 +96,50 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         await engine.close()
     with sqlite3.connect(config.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] > 0
+
+
+async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothing(tmp_path, lastfm):
+    path = tmp_path / "config.toml"
+    write_config(path, lastfm, key=KEY)
+    config = load_config(config_path=path, data_dir=tmp_path / "data", env={})
+    engine = Engine(config, env={})
+    notices: list[tuple[str, int]] = []
+    engine.on_notice = lambda text, level: notices.append((text, level))
+    supervisor = await engine.open()
+    scheduler = supervisor.service("scheduler")
+    try:
+        await supervisor.restore("launch")
+        await until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, "the backfill under way")
+        cursor = scheduler.cursor_name
+        assert cursor == f"backfill:lastfm:{lastfm.user}"
+
+        # A new poll interval in the file, then the tracker restarts: it takes it; the
+        # scheduler, running meanwhile, keeps what it started with (and its cursor).
+        path.write_text(path.read_text().replace(f'user = "{lastfm.user}"\n', f'user = "{lastfm.user}"\ninterval = 77\n'))
+        await supervisor.stop("tracker")
+        await supervisor.start("tracker")
+        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "tracker running again")
+        assert supervisor.view("tracker").status["interval"] == 77
+        assert scheduler.lastfm.interval == 120 and scheduler.cursor_name == cursor
+        assert supervisor.view("scheduler").state is RunState.RUNNING
+
+        # A file that is not UTF-8: said once, and the start goes ahead on what was read before.
+        path.write_bytes(path.read_bytes() + "# Zoé\n".encode("latin-1"))
+        await supervisor.stop("tracker")
+        await supervisor.start("tracker")
+        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on what was read before")
+        assert supervisor.view("tracker").status["interval"] == 77
+        text, level = notices[-1]
+        assert level == logging.ERROR and text.startswith(f"{path}: not UTF-8 text")
+        assert text.endswith("(keeping the settings read before)")
+
+        # A file gone (deleted, or caught mid-save): the settings read before stay.
+        path.unlink()
+        await supervisor.stop("tracker")
+        await supervisor.start("tracker")
+        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on what was read before")
+        assert supervisor.view("tracker").status["interval"] == 77
+        assert notices[-1] == (f"config file {path} is gone (keeping the settings read before)", logging.WARNING)
+        assert engine.config.lastfm.api_key == KEY
+    finally:
+        await engine.close()

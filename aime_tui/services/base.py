@@ -69,8 +69,8 @@ class Service(ABC):
         """A snapshot of what the service reports (see the design's services table)."""
 
     def reconfigure(self, config: "Config") -> None:
-        """Take settings read again from the config file, for the next start (a running
-        service carries on with the ones it started with)."""
+        """Take the settings to start with: called just before each start, with the config
+        file as it is then (a running service is never reconfigured)."""
 
     async def set_mode(self, mode: str) -> None:
         """Switch mode while running; services with modes override this."""
