@@ -5,7 +5,6 @@ A real engine (no demo), a real config file and database, and the Last.fm fake o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 
@@ -14,7 +13,8 @@ import pytest
 from aime_tui.config import load_config
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.engine import Engine
-from aime_tui.supervisor import RunState
+from aime_tui.supervisor import LogEvent, RunState
+from test_supervisor import until, wait_for_state
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -35,17 +35,6 @@ def write_config(path, lastfm: FakeLastfm, *, key: str = "") -> None:
     )
 
 
-async def until(predicate, what: str, timeout: float = 10.0) -> None:
-    async def poll():
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"not {what} within {timeout:g} s") from None
-
-
 async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
     path = tmp_path / "config.toml"
     write_config(path, lastfm)  # no API key yet
@@ -62,14 +51,21 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         assert f"in {path}, then retry (r)" in scheduler.reason
         assert lastfm.requests == []
 
-        # Retrying before the file changes reads nothing and changes nothing.
+        # Retrying before the file changes reads nothing and changes nothing: the retry
+        # runs (a second failure is logged) and fails the same way.
+        failures = []
+        supervisor.subscribe(
+            lambda event: isinstance(event, LogEvent) and event.text.startswith("tracker needs attention")
+            and failures.append(event.text)
+        )
         await supervisor.retry_now("tracker")
-        await until(lambda: supervisor.view("tracker").state is RunState.NEEDS_ATTENTION, "failed again")
+        await until(lambda: failures, "the retry failing again")
+        assert failures == [f"tracker needs attention: set lastfm.api_key in {path}"]
         assert notices == [] and lastfm.requests == []
 
         write_config(path, lastfm, key=KEY)
         await supervisor.retry_now("tracker")
-        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running with the key")
+        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
         assert [text for text, _ in notices] == [
             f"read {path} again: each service takes its settings at its next start"
         ]
@@ -77,7 +73,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
 
         # The scheduler is up and waiting: a retry restarts it, and it backfills now.
         await supervisor.retry_now("scheduler")
-        await until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, "scheduler running")
+        await wait_for_state(supervisor, "scheduler", RunState.RUNNING)
         await until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, "a backfill page stored")
         assert supervisor.view("scheduler").status["mode"] == "MASSIVE"
 
@@ -86,7 +82,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
         await supervisor.retry_now("scheduler")  # running: nothing to retry, nothing read
-        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on the old settings")
+        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
         errors = [text for text, level in notices if level == logging.ERROR]
         assert len(errors) == 1 and f"{path}: not valid TOML" in errors[0]
         assert "keeping the settings read before" in errors[0]
@@ -118,7 +114,7 @@ async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothi
         path.write_text(path.read_text().replace(f'user = "{lastfm.user}"\n', f'user = "{lastfm.user}"\ninterval = 77\n'))
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
-        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "tracker running again")
+        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
         assert supervisor.view("tracker").status["interval"] == 77
         assert scheduler.lastfm.interval == 120 and scheduler.cursor_name == cursor
         assert supervisor.view("scheduler").state is RunState.RUNNING
@@ -127,7 +123,7 @@ async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothi
         path.write_bytes(path.read_bytes() + "# Zoé\n".encode("latin-1"))
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
-        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on what was read before")
+        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
         assert supervisor.view("tracker").status["interval"] == 77
         text, level = notices[-1]
         assert level == logging.ERROR and text.startswith(f"{path}: not UTF-8 text")
@@ -137,7 +133,7 @@ async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothi
         path.unlink()
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
-        await until(lambda: supervisor.view("tracker").state is RunState.RUNNING, "running on what was read before")
+        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
         assert supervisor.view("tracker").status["interval"] == 77
         assert notices[-1] == (f"config file {path} is gone (keeping the settings read before)", logging.WARNING)
         assert engine.config.lastfm.api_key == KEY
