@@ -210,7 +210,7 @@ class AimeApp(App):
         """Once a second: clock, countdowns, last-check times and counts."""
         if self._widgets_gone():
             return
-        self._update_clock()
+        self._update_title_bar()
         if self.supervisor is None:
             return
         with self.batch_update():
@@ -247,7 +247,7 @@ class AimeApp(App):
         # Follow the tail only if the user has not scrolled up to read.
         log_view.write(Text("\n").join(lines), scroll_end=log_view.is_vertical_scroll_end)
 
-    def _update_clock(self) -> None:
+    def _update_title_bar(self) -> None:
         # The clock, the title, the detail and now-playing lines never change size: repaint
         # them without a layout pass of the whole screen (once a second, it adds up).
         self.query_one("#clock", Label).update(self._clock_text(), layout=False)
