@@ -1,4 +1,7 @@
-"""The engine: config, store, services and supervisor wired together, with no UI.
+"""The engine: config, store, services, supervisor and control socket wired together, with no UI.
+
+It is the composition root, so it sits above the layers it wires (core, store, services,
+control) and below the front ends that host it.
 
 The TUI, headless mode and the tests all host the same engine on their asyncio loop.
 In demo mode it also starts the loopback fakes and points the services at them.
@@ -14,18 +17,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .config import SOCKET_FILE, Config, ConfigError, load_config
-from .control import ControlServer
-from .services.base import Service
-from .services.roon import RoonTracker
-from .services.scheduler import CollectionScheduler
-from .services.tracker import LastfmTracker
-from .store import Store
-from .supervisor import Supervisor
-from .wake import WakeDetector
+from aime_tui.config import SOCKET_FILE, Config, ConfigError, load_config
+from aime_tui.control.server import ControlServer
+from aime_tui.core.supervisor import Supervisor
+from aime_tui.core.wake import WakeDetector
+from aime_tui.services.base import Service
+from aime_tui.services.roon import RoonTracker
+from aime_tui.services.scheduler import CollectionScheduler
+from aime_tui.services.tracker import LastfmTracker
+from aime_tui.store.database import Store
 
 if TYPE_CHECKING:
-    from .demo.environment import DemoEnvironment
+    from aime_tui.demo.environment import DemoEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class Engine:
         if self.config.demo:
             # Imported here: the fakes (a WebSocket server among them) cost a real
             # launch some 80 ms of imports for nothing.
-            from .demo.environment import DemoEnvironment
+            from aime_tui.demo.environment import DemoEnvironment
 
             self.demo = DemoEnvironment(faults=self.config.demo_faults)
             self.config = await self.demo.start(self.config)

@@ -16,8 +16,8 @@ import time
 
 import aiosqlite
 
-from aime_tui.lastfm_api import LastfmClient
-from aime_tui.store import Play, Store, normalise
+from aime_tui.clients.lastfm import LastfmClient
+from aime_tui.store.database import Play, Store, normalise
 
 from .common import Figure, Stats, percentile, scratch_dir
 from .context import Context

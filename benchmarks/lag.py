@@ -18,12 +18,20 @@ import asyncio
 import time
 
 from aime_tui.config import LastfmConfig, SchedulerConfig, load_config
+from aime_tui.core.supervisor import Supervisor
 from aime_tui.engine import Engine
 from aime_tui.services.scheduler import CollectionScheduler
-from aime_tui.store import Store
-from aime_tui.supervisor import Supervisor
+from aime_tui.store.database import Store
 
-from .common import Figure, LagProbe, Stats, SyntheticService, ms, scratch_dir, synthetic_like_real
+from .common import (
+    Figure,
+    LagProbe,
+    Stats,
+    SyntheticService,
+    ms,
+    scratch_dir,
+    synthetic_like_real,
+)
 from .context import Context
 from .lastfm_server import API_KEY, USER, lastfm_server
 

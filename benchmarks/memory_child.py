@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aime_tui.config import load_config
 from aime_tui.engine import Engine
-from aime_tui.store import Play
+from aime_tui.store.database import Play
 
 from .common import rss_mb
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aime_tui.store import Store
-from aime_tui.supervisor import Supervisor
+from aime_tui.core.supervisor import Supervisor
+from aime_tui.store.database import Store
 
 from .common import Figure, Stats, SyntheticService, ms, scratch_dir
 from .context import Context

@@ -16,8 +16,8 @@ import time
 
 import aiosqlite
 
-from aime_tui.store import Store
-from aime_tui.supervisor import Supervisor
+from aime_tui.core.supervisor import Supervisor
+from aime_tui.store.database import Store
 
 from .common import Figure, Stats, ms, scratch_dir, synthetic_like_real
 from .context import Context

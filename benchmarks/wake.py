@@ -13,8 +13,8 @@ import asyncio
 import time
 
 from aime_tui.config import load_config
+from aime_tui.core.supervisor import RunState
 from aime_tui.engine import Engine
-from aime_tui.supervisor import RunState
 
 from .common import Figure, Stats, scratch_dir
 from .context import Context

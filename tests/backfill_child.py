@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aime_tui.config import LastfmConfig, SchedulerConfig
 from aime_tui.services.scheduler import MASSIVE, CollectionScheduler
-from aime_tui.store import Store
+from aime_tui.store.database import Store
 
 
 async def main(data_dir: str, api_url: str, api_key: str, user: str, interval: str) -> None:

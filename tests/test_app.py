@@ -6,10 +6,11 @@ import asyncio
 import gc
 import sqlite3
 
-from aime_tui.engine import Engine
-from aime_tui.supervisor import LogEvent, RunState
-from aime_tui.ui.app import LOG_MAX_LINES, AimeApp
 from scripted import scripted_engine
+
+from aime_tui.core.supervisor import LogEvent, RunState
+from aime_tui.engine import Engine
+from aime_tui.ui.app import LOG_MAX_LINES, AimeApp
 
 SIZE = (110, 32)
 
@@ -220,7 +221,7 @@ async def test_first_run_without_a_config_says_what_to_do(config):
 
 
 def test_scheduler_detail_shows_backfill_progress():
-    from aime_tui.supervisor import ServiceView
+    from aime_tui.core.supervisor import ServiceView
     from aime_tui.ui.cells import detail_text
 
     view = ServiceView(
@@ -235,7 +236,7 @@ def test_scheduler_detail_shows_backfill_progress():
 
 
 def test_durations_read_as_people_say_them():
-    from aime_tui.supervisor import format_duration
+    from aime_tui.core.supervisor import format_duration
 
     cases = {
         0.25: "0.2 s", 0.5: "0.5 s", 8: "8 s", 59.4: "59 s", 59.6: "1 min", 90: "1 min 30 s",

@@ -1,43 +1,81 @@
-"""The engine never imports Textual: only aime_tui/ui/ (and the CLI that launches it) may."""
+"""The layers, as import rules: lower layers never import the upper ones.
+
+core, store, clients and services are the engine's insides; control, reports, cli and ui
+are built on them. engine.py wires them together and config.py is read by all.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 import aime_tui
 
 PACKAGE = Path(aime_tui.__file__).parent
-ALLOWED = {"ui", "cli.py"}
+ENGINE_LAYERS = ("core", "store", "clients", "services")
+UPPER_LAYERS = ("control", "reports", "cli", "ui")
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports count too)."""
+    package = ".".join(("aime_tui", *path.relative_to(PACKAGE).parent.parts))
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                names.add(node.module)
     return names
 
 
-def test_engine_modules_do_not_import_textual():
-    checked = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in ALLOWED:
-            continue
-        checked.append(relative)
-        textual = {name for name in imported_modules(path) if name.split(".")[0] == "textual"}
-        assert not textual, f"{relative} imports {sorted(textual)}"
-    assert Path("supervisor.py") in checked and Path("services/roon.py") in checked
+def modules_under(*layers: str) -> list[Path]:
+    return sorted(path for layer in layers for path in (PACKAGE / layer).rglob("*.py"))
 
 
-def test_the_cli_imports_the_ui_only_when_it_runs_the_dashboard():
-    tree = ast.parse((PACKAGE / "cli.py").read_text(encoding="utf-8"))
-    top_level = {
-        node.module
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert not any("ui" in (module or "").split(".") for module in top_level)
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "aime_tui" and len(parts) > 1 else None
+
+
+def test_the_tree_has_the_layers():
+    for layer in (*ENGINE_LAYERS, *UPPER_LAYERS, "demo"):
+        assert (PACKAGE / layer / "__init__.py").is_file(), layer
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).parts[0] != "ui"],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_nothing_outside_ui_imports_textual_at_module_level(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module)
+    assert not {name for name in top if name.split(".")[0] == "textual"}
+    assert not {name for name in top if layer_of(name) == "ui"}, "the UI is imported only when a dashboard runs"
+
+
+@pytest.mark.parametrize("path", modules_under(*ENGINE_LAYERS, "demo"), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_engine_layers_import_no_upper_layer_and_no_textual(path):
+    imports = imported_modules(path)
+    assert not {name for name in imports if name.split(".")[0] == "textual"}
+    upper = {name for name in imports if layer_of(name) in UPPER_LAYERS}
+    assert not upper, f"{path.relative_to(PACKAGE)} imports {sorted(upper)}"
+
+
+@pytest.mark.parametrize("path", modules_under("clients"), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_protocol_clients_import_no_service(path):
+    services = {name for name in imported_modules(path) if layer_of(name) == "services"}
+    assert not services, f"{path.relative_to(PACKAGE)} imports {sorted(services)}"
+
+
+def test_the_rules_see_lazy_imports():
+    # The checker must see an import inside a function, or the rules above prove little.
+    assert "aime_tui.ui.app" in imported_modules(PACKAGE / "cli" / "main.py")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from aime_tui.demo.lastfm_fake import FakeLastfm
-from aime_tui.store import Play
+from aime_tui.store.database import Play
 
 CHILD = Path(__file__).parent / "backfill_child.py"
 PLAYS = 50_000

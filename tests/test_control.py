@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from aime_tui.control import ControlError, Unreachable, request
-from aime_tui.instance import InstanceLock
 from test_e2e_tmux import EXECUTABLE
+
+from aime_tui.control.client import ControlError, Unreachable, request
+from aime_tui.core.instance import InstanceLock
 
 pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
 
@@ -297,10 +297,11 @@ def test_headless_notifies_systemd(tmp_path):
 
 
 async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leaving_it_running(tmp_path):
-    from aime_tui.config import load_config
-    from aime_tui.ui.app import AimeApp
-    from aime_tui.ui.remote import RemoteEngine
     from test_app import cell, wait_until
+
+    from aime_tui.config import load_config
+    from aime_tui.control.remote import RemoteEngine
+    from aime_tui.ui.app import AimeApp
 
     headless = Headless(tmp_path).start("Restored 3 succeeded")
     try:
@@ -323,10 +324,11 @@ async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leavin
 
 
 async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_path):
-    from aime_tui.config import load_config
-    from aime_tui.ui.app import AimeApp
-    from aime_tui.ui.remote import RemoteEngine
     from test_app import wait_until
+
+    from aime_tui.config import load_config
+    from aime_tui.control.remote import RemoteEngine
+    from aime_tui.ui.app import AimeApp
 
     headless = Headless(tmp_path).start("Restored 3 succeeded")
     try:
@@ -350,10 +352,11 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
 
 
 async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config):
-    from aime_tui.control import RECENT_LOG_LINES
-    from aime_tui.supervisor import LogEvent
-    from aime_tui.ui.remote import RemoteSupervisor
     from scripted import scripted_engine
+
+    from aime_tui.control.protocol import RECENT_LOG_LINES
+    from aime_tui.control.remote import RemoteSupervisor
+    from aime_tui.core.supervisor import LogEvent
 
     engine, _ = scripted_engine(config)
     supervisor = await engine.open()
@@ -409,12 +412,13 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
 ):
     import asyncio
 
-    from aime_tui.config import load_config
-    from aime_tui.supervisor import LogEvent
-    from aime_tui.ui import remote
-    from aime_tui.ui.app import AimeApp
-    from aime_tui.ui.remote import RemoteEngine
     from test_app import cell, wait_until
+
+    from aime_tui.config import load_config
+    from aime_tui.control import remote
+    from aime_tui.control.remote import RemoteEngine
+    from aime_tui.core.supervisor import LogEvent
+    from aime_tui.ui.app import AimeApp
 
     # Many polls and reattach attempts within the test's pauses.
     monkeypatch.setattr(remote, "POLL_EVERY", 0.1)

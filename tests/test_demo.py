@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aime_tui.core.supervisor import RunState, StateEvent
 from aime_tui.engine import Engine
-from aime_tui.supervisor import RunState, StateEvent
 
 
 async def wait_for(predicate, timeout):

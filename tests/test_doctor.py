@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from aime_tui import doctor
 from test_e2e_tmux import EXECUTABLE
+
+from aime_tui.reports import doctor
 
 
 def by_subject(checks: list[doctor.Check]) -> dict[str, doctor.Check]:

@@ -6,11 +6,11 @@ import json
 import logging
 
 import pytest
-
-from aime_tui.health import DEGRADED, HEALTHY, UNHEALTHY, ErrorTally, assess
-from aime_tui.supervisor import RunState, ServiceView
 from test_control import Headless
 from test_e2e_tmux import EXECUTABLE
+
+from aime_tui.core.supervisor import RunState, ServiceView
+from aime_tui.reports.health import DEGRADED, HEALTHY, UNHEALTHY, ErrorTally, assess
 
 REACHABLE = {"reachable": True, "checked_at": 0.0, "error": None}
 

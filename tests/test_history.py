@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-from aime_tui import history
-from aime_tui.store import Store
-
 from test_e2e_tmux import EXECUTABLE
+
+from aime_tui.reports import history
+from aime_tui.store.database import Store
 
 HOUR = 3600.0
 NOW = 1_700_000_000.0
@@ -154,7 +153,7 @@ async def test_a_failure_shows_what_went_wrong(store):
 def test_a_database_from_before_details_reads_the_same(tmp_path):
     import sqlite3
 
-    from aime_tui.store import MIGRATIONS
+    from aime_tui.store.database import MIGRATIONS
 
     path = tmp_path / "aime.db"
     with sqlite3.connect(path) as db:  # an instance of the first release still runs on it
@@ -211,7 +210,7 @@ async def test_h_opens_the_history_screen_and_escape_closes_it(config):
     from test_app import wait_until
 
     from aime_tui.ui.app import AimeApp
-    from aime_tui.ui.history_screen import HistoryScreen
+    from aime_tui.ui.screens.history import HistoryScreen
 
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
@@ -240,7 +239,7 @@ async def test_service_keys_do_nothing_over_the_history_screen(config):
     from test_app import wait_until
 
     from aime_tui.ui.app import AimeApp
-    from aime_tui.ui.history_screen import HistoryScreen
+    from aime_tui.ui.screens.history import HistoryScreen
 
     engine, services = scripted_engine(config)
     app = AimeApp(engine)

@@ -20,14 +20,19 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from aime_tui import lastfm_api
+from aime_tui.clients import lastfm as lastfm_api
+from aime_tui.clients.lastfm import (
+    LastfmClient,
+    LastfmError,
+    RecentTracksPage,
+    classify,
+)
 from aime_tui.config import LastfmConfig
+from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.core.supervisor import RunState, ServiceView, Supervisor
 from aime_tui.demo.lastfm_fake import FakeLastfm
-from aime_tui.lastfm_api import LastfmClient, LastfmError, RecentTracksPage, classify
-from aime_tui.services.base import NeedsAttention, RetryAfter
 from aime_tui.services.tracker import LastfmTracker
-from aime_tui.store import Play, Store
-from aime_tui.supervisor import RunState, ServiceView, Supervisor
+from aime_tui.store.database import Play, Store
 
 NEWEST = 1_700_000_000
 SPACING = 60

@@ -7,18 +7,17 @@ import os
 import pty
 import select
 import signal
-import struct
-import termios
 import sqlite3
+import struct
 import subprocess
-import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
-
-from aime_tui.instance import AlreadyRunning, InstanceLock
 from test_e2e_tmux import EXECUTABLE, TmuxSession, row
+
+from aime_tui.core.instance import AlreadyRunning, InstanceLock
 
 pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
 

@@ -9,12 +9,12 @@ import logging
 import sqlite3
 
 import pytest
+from test_supervisor import until, wait_for_state
 
 from aime_tui.config import load_config
+from aime_tui.core.supervisor import LogEvent, RunState
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.engine import Engine
-from aime_tui.supervisor import LogEvent, RunState
-from test_supervisor import until, wait_for_state
 
 KEY = "0123456789abcdef0123456789abcdef"
 

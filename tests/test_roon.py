@@ -19,10 +19,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import serve
 
-from aime_tui.config import RoonConfig, load_config, mask_secret
-from aime_tui.demo.roon_fake import FakeRoonCore
-from aime_tui.engine import Engine, build_services
-from aime_tui.moo import (
+from aime_tui.clients.moo import (
     JSON_TYPE,
     PING,
     MooConnection,
@@ -32,10 +29,19 @@ from aime_tui.moo import (
     decode,
     encode,
 )
-from aime_tui.services.base import NeedsAttention
-from aime_tui.services.roon import APPROVE_HINT, REAPPROVE_HINT, TOKEN_SETTING, RoonTracker, handshake_budget
-from aime_tui.store import Store
-from aime_tui.supervisor import LogEvent, RunState, Supervisor
+from aime_tui.config import RoonConfig, load_config, mask_secret
+from aime_tui.core.faults import NeedsAttention
+from aime_tui.core.supervisor import LogEvent, RunState, Supervisor
+from aime_tui.demo.roon_fake import FakeRoonCore
+from aime_tui.engine import Engine, build_services
+from aime_tui.services.roon import (
+    APPROVE_HINT,
+    REAPPROVE_HINT,
+    TOKEN_SETTING,
+    RoonTracker,
+    handshake_budget,
+)
+from aime_tui.store.database import Store
 
 ZONE = "Living Room"
 

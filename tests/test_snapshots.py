@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aime_tui.config import load_config
-from aime_tui.services.base import NeedsAttention
-from aime_tui.ui.app import AimeApp
 from scripted import scripted_engine
+
+from aime_tui.config import load_config
+from aime_tui.core.faults import NeedsAttention
+from aime_tui.ui.app import AimeApp
 
 SIZE = (110, 30)
 FROZEN = 1_795_461_857.0  # 2026-11-23 19:24:17 UTC

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from aime_tui.store import SCHEMA_VERSION, Play, Store, StoreError, normalise
+from aime_tui.store.database import SCHEMA_VERSION, Play, Store, StoreError, normalise
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def test_an_older_schema_is_migrated_up(tmp_path):
 
 
 async def test_a_version_1_database_gains_transition_details_and_keeps_its_rows(tmp_path):
-    from aime_tui.store import MIGRATIONS
+    from aime_tui.store.database import MIGRATIONS
 
     path = tmp_path / "aime.db"
     with sqlite3.connect(path) as db:  # what the first release wrote

@@ -6,13 +6,19 @@ import asyncio
 import sqlite3
 
 import pytest
-
-from aime_tui.health import DEGRADED, HEALTHY, assess
-from aime_tui.services.base import NeedsAttention, RetryAfter
-from aime_tui.store import Store
-from aime_tui.supervisor import LogEvent, RunState, StateEvent, Supervisor, full_jitter_delay
-from aime_tui.ui.cells import detail_text
 from scripted import ScriptedService
+
+from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.core.supervisor import (
+    LogEvent,
+    RunState,
+    StateEvent,
+    Supervisor,
+    full_jitter_delay,
+)
+from aime_tui.reports.health import DEGRADED, HEALTHY, assess
+from aime_tui.store.database import Store
+from aime_tui.ui.cells import detail_text
 
 NAMES = ("alpha", "beta", "gamma")
 

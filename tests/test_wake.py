@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from aime_tui.wake import WakeDetector, suspend_gap
 from scripted import scripted_engine
+
+from aime_tui.core.wake import WakeDetector, suspend_gap
 
 
 class FakeGapClock:

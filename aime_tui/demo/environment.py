@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..config import Config
-from .lastfm_fake import FakeLastfm
-from .roon_fake import FakeRoonCore
+from aime_tui.config import Config
+from aime_tui.demo.lastfm_fake import FakeLastfm
+from aime_tui.demo.roon_fake import FakeRoonCore
 
 DEMO_USER = "demo"
 DEMO_API_KEY = "demo-api-key-0000"

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import h11
 
-from aime_tui.store import Play
+from aime_tui.store.database import Play
 
 API_PATH = "/2.0/"
 MAX_PAGE_SIZE = 200

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from ..moo import PING, WIRE_LOG, MooConnection, MooError, MooRequest
+from aime_tui.clients.moo import PING, WIRE_LOG, MooConnection, MooError, MooRequest
 
 log = logging.getLogger(__name__)
 

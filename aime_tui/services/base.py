@@ -17,23 +17,9 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from aime_tui.config import Config
 
 log = logging.getLogger(__name__)
-
-
-class NeedsAttention(Exception):
-    """A fault that no retry fixes and the service cannot stay up with (a bad API key, a
-    missing setting): the message says what to do. A service that can stay up while the
-    user acts (an extension awaiting approval) reports attention instead."""
-
-
-class RetryAfter(Exception):
-    """A transient fault with a wait the other side asked for (HTTP 429, Last.fm error 29)."""
-
-    def __init__(self, message: str, delay: float) -> None:
-        super().__init__(message)
-        self.delay = delay
 
 
 FaultHandler = Callable[["Service", BaseException], None]

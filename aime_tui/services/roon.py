@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, Awaitable, TypeVar
 
 from aime_tui import __version__
-from aime_tui.config import Config, RoonConfig, mask_secret
-from aime_tui.moo import (
+from aime_tui.clients.moo import (
     MooConnectError,
     MooConnection,
     MooConnectionLost,
@@ -43,8 +42,10 @@ from aime_tui.moo import (
     MooMessage,
     MooSubscription,
 )
-from aime_tui.services.base import NeedsAttention, Service
-from aime_tui.store import Play, Store
+from aime_tui.config import Config, RoonConfig, mask_secret
+from aime_tui.core.faults import NeedsAttention
+from aime_tui.services.base import Service
+from aime_tui.store.database import Play, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -39,10 +39,10 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from ..config import Config, LastfmConfig, SchedulerConfig
-from ..lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
-from ..store import Store
-from .base import Service
+from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
+from aime_tui.config import Config, LastfmConfig, SchedulerConfig
+from aime_tui.services.base import Service
+from aime_tui.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig
-from aime_tui.lastfm_api import MAX_PAGE_SIZE, LastfmClient, classify
-from aime_tui.services.base import NeedsAttention, Service
-from aime_tui.store import Play, Store
+from aime_tui.core.faults import NeedsAttention
+from aime_tui.services.base import Service
+from aime_tui.store.database import Play, Store
 
 
 class LastfmTracker(Service):

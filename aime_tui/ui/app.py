@@ -26,25 +26,25 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, RichLog, Static
 
-from ..engine import Engine
-from ..store import StoreError
-from ..supervisor import Event, LogEvent, RestoreSummary, StateEvent, Supervisor
-from .cells import COLUMNS, detail_text, now_playing_text, row_cells
-from .history_screen import HistoryScreen
-from .services_table import ServicesTable
+from aime_tui.core.supervisor import (
+    Event,
+    LogEvent,
+    RestoreSummary,
+    StateEvent,
+    Supervisor,
+)
+from aime_tui.engine import Engine
+from aime_tui.store.database import StoreError
+from aime_tui.ui.cells import COLUMNS, detail_text, now_playing_text, row_cells
+from aime_tui.ui.screens.history import HistoryScreen
+from aime_tui.ui.widgets.services_table import ServicesTable
 
 LOG_MAX_LINES = 5000
 SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
 REFRESH_EVERY = 0.1
 FREEZE_AFTER = 0.5
+STYLES = Path(__file__).resolve().parent / "styles"
 LEVEL_STYLE = {logging.WARNING: "yellow", logging.ERROR: "bold red"}
-
-
-def _styles_dir() -> Path:
-    # Installed wheels carry the styles inside the package; a source checkout keeps them
-    # at the top level of the repository.
-    packaged = Path(__file__).resolve().parent.parent / "styles"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "styles"
 
 
 def _freeze_long_lived() -> None:
@@ -61,7 +61,7 @@ def _terminal_attached() -> bool:
 
 class AimeApp(App):
     TITLE = "aime-tui"
-    CSS_PATH = [_styles_dir() / "app.tcss", _styles_dir() / "history.tcss"]
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss"]
     BINDINGS = [
         Binding("space", "toggle", "toggle"),
         Binding("s", "start", "start"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from ..supervisor import RunState, ServiceView, format_duration
+from aime_tui.core.supervisor import RunState, ServiceView, format_duration
 
 STATE_STYLE = {
     RunState.RUNNING: ("●", "green"),

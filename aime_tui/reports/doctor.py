@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .config import (
+from aime_tui.config import (
     DB_FILE,
     LOCK_FILE,
     SOCKET_FILE,
@@ -32,10 +32,10 @@ from .config import (
     default_data_dir,
     load_config,
 )
-from .control import ControlError, Unreachable, instance_running, request
-from .history import connect_read_only
-from .instance import read_pid
-from .store import SCHEMA_VERSION
+from aime_tui.control.client import ControlError, Unreachable, instance_running, request
+from aime_tui.core.instance import read_pid
+from aime_tui.reports.history import connect_read_only
+from aime_tui.store.database import SCHEMA_VERSION
 
 MIN_PYTHON = (3, 11)
 # Import name → distribution name, for the versions shown and the fix.

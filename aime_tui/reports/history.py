@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .store import Transition
-from .supervisor import RunState, format_duration
+from aime_tui.core.supervisor import RunState, format_duration
+from aime_tui.store.database import Transition
 
 DAY = 86400.0
 WINDOWS = (("24 h", DAY), ("7 d", 7 * DAY))

@@ -18,7 +18,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from .. import history
+from aime_tui.reports import history
 
 TRANSITIONS_SHOWN = 50
 

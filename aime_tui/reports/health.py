@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Iterable
 
-from .supervisor import RunState, ServiceView
+from aime_tui.core.supervisor import RunState, ServiceView
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 DATABASE_TIMEOUT = 2.0

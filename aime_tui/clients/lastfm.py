@@ -21,8 +21,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from aime_tui.config import mask_secret
-from aime_tui.services.base import NeedsAttention, RetryAfter
-from aime_tui.store import Play
+from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.store.database import Play
 
 SOURCE = "lastfm"
 MAX_PAGE_SIZE = 200

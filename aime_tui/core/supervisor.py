@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, Iterable
 
-from .services.base import NeedsAttention, RetryAfter, Service
-from .store import Store, StoreError
+from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.services.base import Service
+from aime_tui.store.database import Store, StoreError
 
 log = logging.getLogger(__name__)
 

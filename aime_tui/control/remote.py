@@ -22,25 +22,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import SCHEDULER_MODES, SOCKET_FILE, Config
-from ..control import CLIENT_TIMEOUT, MAX_LINE, WAKE_CLIENT_TIMEOUT, encode
-from ..supervisor import Listener, LogEvent, RestoreSummary, RunState, ServiceView, StateEvent
+from aime_tui.config import SCHEDULER_MODES, SOCKET_FILE, Config
+from aime_tui.control.protocol import (
+    CLIENT_TIMEOUT,
+    MAX_LINE,
+    WAKE_CLIENT_TIMEOUT,
+    encode,
+    summary_from_wire,
+    view_from_wire,
+)
+from aime_tui.core.supervisor import (
+    Listener,
+    LogEvent,
+    RestoreSummary,
+    ServiceView,
+    StateEvent,
+)
 
 POLL_EVERY = 1.0
 # While the instance is gone: how often to look for one again.
 REATTACH_EVERY = 1.0
-
-
-def view_from_wire(wire: dict[str, Any]) -> ServiceView:
-    return ServiceView(
-        name=wire["name"], state=RunState(wire["state"]), wanted=wire["wanted"], mode=wire.get("mode"),
-        reason=wire.get("reason"), retry_in=wire.get("retry_in"), restarts=wire.get("restarts", 0),
-        status=wire.get("status") or {}, uptime=wire.get("uptime"), up=wire.get("up", False),
-    )
-
-
-def summary_from_wire(wire: dict[str, Any]) -> RestoreSummary:
-    return RestoreSummary(wire["at"], wire["trigger"], tuple(wire["succeeded"]), wire["failed"], wire["elapsed"])
 
 
 class _RemoteService:

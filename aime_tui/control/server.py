@@ -1,96 +1,43 @@
-"""The control socket: a running instance answers a second shell on `aime.sock`.
+"""The control server: a running instance answers a second shell on `aime.sock`.
 
-Owns the wire protocol (one JSON object per line each way), the server every running
-instance (dashboard or headless) serves through its engine, and the blocking client the
-CLI uses. Requests look like `{"cmd": "start", "service": "tracker"}`; every answer
-carries `"ok"`, and `"error"` when it is false. Commands:
-
-    status                 pid, uptime, data dir, last restore summary, service views
-    start|stop  service    acknowledged once the desired state is committed (durable)
-    retry       service    skip the backoff wait
-    mode   mode [service]  the service defaults to the one that has modes
-    wake                   recover as after a sleep; answers with the restore summary
-    health                 see health.py
-    subscribe              keep the connection open: a status answer saying how many
-                           recent log lines follow ("recent": N), those N lines, then one
-                           line per engine event (state, log, summary) until either side
-                           closes
-
-The socket file is created mode 0600 in the data directory: only its owner may talk to
-it. Both sides time out, so neither a stuck peer nor a slow command hangs the other.
-No Textual here.
+Every running instance (dashboard or headless) serves its engine here, speaking the
+protocol of protocol.py. The socket file is created mode 0600 in the data directory: only
+its owner may talk to it. Both sides time out, so neither a stuck peer nor a slow command
+hangs the other. No Textual here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
 import socket
 import time
 from collections import deque
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .health import ErrorTally, assess, database_reachable
-from .store import StoreError
-from .supervisor import Event, LogEvent, RestoreSummary, ServiceView, StateEvent
+from aime_tui.control.protocol import (
+    COMMAND_TIMEOUT,
+    MAX_LINE,
+    RECENT_LOG_LINES,
+    REQUEST_TIMEOUT,
+    SUBSCRIBER_BACKLOG,
+    WRITE_TIMEOUT,
+    encode,
+    event_to_wire,
+    summary_to_wire,
+    view_to_wire,
+)
+from aime_tui.core.supervisor import Event, LogEvent, RestoreSummary, StateEvent
+from aime_tui.reports.health import ErrorTally, assess, database_reachable
+from aime_tui.store.database import StoreError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from aime_tui.engine import Engine
 
 log = logging.getLogger(__name__)
-
-MAX_LINE = 64 * 1024
-# A client that connects and says nothing is dropped after this long.
-REQUEST_TIMEOUT = 5.0
-# Longest a command may take before the server answers with an error instead.
-COMMAND_TIMEOUT = 20.0
-WRITE_TIMEOUT = 5.0
-# Events a subscriber has not read yet; beyond this it is too slow and is dropped.
-SUBSCRIBER_BACKLOG = 2000
-# Log lines (and summaries) a dashboard that attaches is shown first, as `pm2 logs` does.
-RECENT_LOG_LINES = 200
-CLIENT_TIMEOUT = 10.0
-# A wake stops and restores every wanted service: allow for both timeouts and more.
-WAKE_CLIENT_TIMEOUT = 30.0
-
-
-# -- wire format ------------------------------------------------------------------------
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    # default=str: service status dicts are plain data, but never let one odd value
-    # (a path, a datetime) break the whole answer.
-    return (json.dumps(message, default=str, separators=(",", ":")) + "\n").encode()
-
-
-def view_to_wire(view: ServiceView) -> dict[str, Any]:
-    wire = asdict(view)
-    wire["state"] = view.state.value
-    return wire
-
-
-def event_to_wire(event: Event) -> dict[str, Any]:
-    if isinstance(event, StateEvent):
-        return {"event": "state", "view": view_to_wire(event.view)}
-    if isinstance(event, RestoreSummary):
-        return {"event": "summary", **summary_to_wire(event)}
-    return {"event": "log", "text": event.text, "level": event.level, "service": event.service, "at": event.at}
-
-
-def summary_to_wire(summary: RestoreSummary) -> dict[str, Any]:
-    return {
-        "at": summary.at,
-        "trigger": summary.trigger,
-        "succeeded": list(summary.succeeded),
-        "failed": summary.failed,
-        "elapsed": summary.elapsed,
-        "line": summary.line(),
-    }
 
 
 # -- server -----------------------------------------------------------------------------
@@ -315,79 +262,3 @@ class ControlServer:
             summary=None if self.last_summary is None else self.last_summary.line(),
             now=self._wall(),
         )
-
-
-# -- client -----------------------------------------------------------------------------
-
-
-def instance_running(lock_path: Path) -> bool:
-    """Whether an instance holds the data directory's lock; writes nothing."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-class ControlError(Exception):
-    """The instance answered, and said no; the message is its reason."""
-
-
-class Unreachable(Exception):
-    """No instance answers on the socket (missing, refused, dead file, or timed out)."""
-
-
-def request(path: Path, message: dict[str, Any], *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
-    """Send one request and return the answer (without "ok"); raise ControlError if it says no."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        try:
-            conn.connect(str(path))
-        except FileNotFoundError:
-            raise Unreachable(f"no control socket at {path}") from None
-        except ConnectionRefusedError:
-            raise Unreachable(f"nothing listens on {path} (a dead socket file)") from None
-        except socket.timeout:
-            raise Unreachable(f"{path} did not accept a connection within {timeout:.0f} s") from None
-        except OSError as exc:
-            raise Unreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
-        try:
-            conn.sendall(encode(message))
-            answer = _read_line(conn, deadline)
-        except socket.timeout:
-            raise Unreachable(f"no answer on {path} within {timeout:.0f} s") from None
-        except OSError as exc:
-            raise Unreachable(f"the connection on {path} broke: {exc.strerror or exc}") from None
-    try:
-        reply = json.loads(answer)
-    except ValueError:
-        raise Unreachable(f"an unreadable answer on {path}") from None
-    if not reply.pop("ok", False):
-        raise ControlError(reply.get("error") or "refused")
-    return reply
-
-
-def _read_line(conn: socket.socket, deadline: float) -> bytes:
-    chunks = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout
-        conn.settimeout(remaining)
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ConnectionResetError(0, "closed before answering")
-        chunks.append(chunk)
-        if b"\n" in chunk:
-            return b"".join(chunks).split(b"\n", 1)[0]
-        if sum(map(len, chunks)) > 16 * MAX_LINE:
-            raise ConnectionResetError(0, "answer too long")

@@ -1,0 +1,1 @@
+"""The command line: `aime-tui`, its subcommands and the headless runner."""

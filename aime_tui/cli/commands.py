@@ -1,0 +1,317 @@
+"""The subcommands of a second shell: status, start, stop, retry, mode, wake, health,
+doctor, history and plays.
+
+`status`, `start`, `stop`, `retry`, `mode`, `wake` and `health` talk to the running
+instance over its control socket; with no instance running, `status`, `start`, `stop`
+and `mode` read or change the saved desired states directly (holding the instance lock
+meanwhile, so no launch races them). `history`, `plays` and `doctor` only read, through
+read-only connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+from aime_tui.cli.exits import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    EXIT_UNREACHABLE,
+    fail,
+)
+from aime_tui.cli.rendering import health_lines, status_table
+from aime_tui.config import SCHEDULER_MODES, SERVICE_NAMES, SOCKET_FILE, Config
+from aime_tui.control.client import ControlError, Unreachable, instance_running, request
+from aime_tui.control.protocol import WAKE_CLIENT_TIMEOUT
+from aime_tui.core.instance import AlreadyRunning, InstanceLock, read_pid
+from aime_tui.core.supervisor import format_duration
+from aime_tui.store.database import StoreError
+
+
+def _ask(config: Config, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    options = {} if timeout is None else {"timeout": timeout}
+    return request(config.data_dir / SOCKET_FILE, message, **options)
+
+
+def _unreachable(config: Config, exc: Exception) -> int:
+    pid = read_pid(config.lock_path) or "unknown"
+    return fail(f"instance pid {pid} holds {config.data_dir} but does not answer: {exc}", EXIT_UNREACHABLE)
+
+
+def _with_instance(config: Config, live: Callable[[], int], offline: Callable[[], int], *, create: bool) -> int:
+    """live() when an instance holds the data directory, else offline() holding its lock.
+
+    Without `create`, a data directory that does not exist is left alone.
+    """
+    if not config.data_dir.is_dir() and not create:
+        return offline()
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = InstanceLock(config.lock_path).acquire()
+    except AlreadyRunning:
+        try:
+            return live()
+        except Unreachable as exc:
+            return _unreachable(config, exc)
+        except ControlError as exc:
+            return fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        return offline()
+    finally:
+        lock.release()
+
+
+def _save_offline(config: Config, change: Callable) -> int | None:
+    """Apply `change(store)` to the database (durably); an exit code if it failed."""
+    from aime_tui.store.database import Store
+
+    async def apply() -> None:
+        store = await Store.open(config.db_path)
+        try:
+            if store.moved_aside is not None:
+                print(f"aime-tui: the database was unreadable: moved aside to {store.moved_aside}", file=sys.stderr)
+            await store.ensure_defaults(config.first_launch_defaults())
+            await change(store)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(apply())
+    except StoreError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    return None
+
+
+def _check_service(name: str) -> str | None:
+    if name in SERVICE_NAMES:
+        return None
+    return f"unknown service {name!r} (known: {', '.join(SERVICE_NAMES)})"
+
+
+def _saved_views(config: Config) -> list[dict[str, Any]]:
+    """What status shows with no instance: the saved desired states (or first-launch defaults)."""
+    defaults = config.first_launch_defaults()
+    saved: dict[str, tuple[bool, str | None]] = {}
+    if config.db_path.exists():
+        from aime_tui.reports.history import connect_read_only
+
+        db = connect_read_only(config.db_path)
+        try:
+            rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
+        finally:
+            db.close()
+        saved = {name: (bool(active), mode) for name, active, mode in rows}
+    views = []
+    for name in SERVICE_NAMES:
+        wanted, mode = saved.get(name, defaults[name])
+        views.append({
+            "name": name, "state": "stopped", "wanted": wanted, "mode": mode, "reason": None,
+            "retry_in": None, "restarts": 0, "status": {}, "uptime": None,
+        })
+    return views
+
+
+def cmd_status(args, config: Config) -> int:
+    def show(answer: dict[str, Any]) -> int:
+        if args.json:
+            print(json.dumps(answer, default=str, indent=2))
+            return EXIT_OK
+        if answer["instance"] is None:
+            print(f"no running instance on {config.data_dir}: saved desired states (applied at next launch)")
+        else:
+            instance = answer["instance"]
+            print(f"instance pid {instance['pid']} · up {format_duration(instance['uptime'])} · {instance['data_dir']}")
+            if instance.get("summary"):
+                print(instance["summary"]["line"])
+        print("\n".join(status_table(answer["services"])))
+        return EXIT_OK
+
+    def live() -> int:
+        answer = _ask(config, {"cmd": "status"})
+        services = answer.pop("services")
+        return show({"instance": answer, "services": services})
+
+    def offline() -> int:
+        try:
+            return show({"instance": None, "services": _saved_views(config)})
+        except sqlite3.Error as exc:
+            return fail(f"cannot read {config.db_path}: {exc}", EXIT_FAILED)
+
+    return _with_instance(config, live, offline, create=False)
+
+
+def cmd_start_stop(args, config: Config) -> int:
+    if problem := _check_service(args.service):
+        return fail(problem)
+    name, wanted = args.service, args.command == "start"
+
+    def live() -> int:
+        _ask(config, {"cmd": args.command, "service": name})
+        doing = "starting" if wanted else "stopping"
+        print(f"{name}: {args.command} saved; the running instance is {doing} it")
+        return EXIT_OK
+
+    def offline() -> int:
+        code = _save_offline(config, lambda store: store.set_desired(name, wanted, "user"))
+        if code is None:
+            print(f"{name}: wanted {'on' if wanted else 'off'} — no running instance: saved, applies at next launch")
+        return code or EXIT_OK
+
+    return _with_instance(config, live, offline, create=True)
+
+
+def cmd_mode(args, config: Config) -> int:
+    mode = args.mode.upper()
+    if mode not in SCHEDULER_MODES:
+        return fail(f"unknown mode {args.mode!r} (modes: {', '.join(SCHEDULER_MODES)})")
+
+    def live() -> int:
+        answer = _ask(config, {"cmd": "mode", "mode": mode})
+        print(f"{answer['service']}: mode {mode} saved and applied")
+        return EXIT_OK
+
+    def offline() -> int:
+        code = _save_offline(config, lambda store: store.set_mode("scheduler", mode, "user"))
+        if code is None:
+            print(f"scheduler: mode {mode} — no running instance: saved, applies at next launch")
+        return code or EXIT_OK
+
+    return _with_instance(config, live, offline, create=True)
+
+
+def _live_only(config: Config, what: str, live: Callable[[], int]) -> int:
+    def offline() -> int:
+        return fail(f"no running instance on {config.data_dir}: nothing to {what}", EXIT_FAILED)
+
+    return _with_instance(config, live, offline, create=False)
+
+
+def cmd_retry(args, config: Config) -> int:
+    if problem := _check_service(args.service):
+        return fail(problem)
+
+    def live() -> int:
+        _ask(config, {"cmd": "retry", "service": args.service})
+        print(f"{args.service}: retrying now")
+        return EXIT_OK
+
+    return _live_only(config, "retry", live)
+
+
+def cmd_wake(args, config: Config) -> int:
+    def live() -> int:
+        answer = _ask(config, {"cmd": "wake"}, timeout=WAKE_CLIENT_TIMEOUT)
+        print(answer["summary"]["line"])
+        return EXIT_OK
+
+    return _live_only(config, "wake", live)
+
+
+def cmd_health(args, config: Config) -> int:
+    from aime_tui.reports.health import DEGRADED, HEALTHY, no_instance
+
+    if not instance_running(config.lock_path):
+        report, code = no_instance(f"no instance running on {config.data_dir}", now=time.time()), EXIT_UNHEALTHY
+    else:
+        try:
+            report = _ask(config, {"cmd": "health"})
+        except (Unreachable, ControlError) as exc:
+            pid = read_pid(config.lock_path) or "unknown"
+            report = no_instance(f"instance pid {pid} does not answer: {exc}", now=time.time())
+            code = EXIT_UNREACHABLE
+        else:
+            code = {HEALTHY: EXIT_OK, DEGRADED: EXIT_FAILED}.get(report["status"], EXIT_UNHEALTHY)
+    if args.json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print("\n".join(health_lines(report)))
+    return code
+
+
+def cmd_doctor(args) -> int:
+    from aime_tui.reports.doctor import FAIL, run
+
+    checks = run(config_path=args.config, data_dir=args.data_dir, demo=args.demo)
+    for check in checks:
+        print(check.line())
+    failed = sum(check.outcome == FAIL for check in checks)
+    print(f"{failed} check{'s' if failed != 1 else ''} failed" if failed else "all checks passed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _read(config: Config, work: Callable[[], int]) -> int:
+    if not config.db_path.exists():
+        print(f"nothing recorded yet: no database at {config.db_path}")
+        return EXIT_OK
+    try:
+        return work()
+    except sqlite3.Error as exc:
+        return fail(f"cannot read {config.db_path}: {exc}", EXIT_FAILED)
+
+
+def cmd_history(args, config: Config) -> int:
+    from aime_tui.reports import history
+
+    if args.service and (problem := _check_service(args.service)):
+        return fail(problem)
+    names = [args.service] if args.service else list(SERVICE_NAMES)
+
+    def work() -> int:
+        alive = instance_running(config.lock_path)
+        histories = history.load(config.db_path, names, now=time.time(), alive=alive, limit=args.limit)
+        if args.json:
+            print(json.dumps([asdict(item) for item in histories], indent=2))
+        else:
+            print("\n".join(line for item in histories for line in history.report_lines(item)))
+        return EXIT_OK
+
+    return _read(config, work)
+
+
+def cmd_plays(args, config: Config) -> int:
+    from aime_tui.reports.history import connect_read_only, stamp
+
+    def work() -> int:
+        db = connect_read_only(config.db_path)
+        try:
+            rows = db.execute(
+                "SELECT source, account, played_at, artist, title, album FROM plays"
+                " ORDER BY played_at DESC, id DESC LIMIT ?",
+                (args.limit,),
+            ).fetchall()
+        finally:
+            db.close()
+        keys = ("source", "account", "played_at", "artist", "title", "album")
+        plays = [dict(zip(keys, row)) for row in rows]
+        if args.json:
+            print(json.dumps(plays, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        if not plays:
+            print("no plays collected yet")
+        for play in plays:
+            album = f"  [{play['album']}]" if play["album"] else ""
+            print(f"{stamp(play['played_at'])}  {play['artist']} – {play['title']}{album}  ({play['source']})")
+        return EXIT_OK
+
+    return _read(config, work)
+
+
+COMMANDS: dict[str, Callable[..., int]] = {
+    "status": cmd_status,
+    "start": cmd_start_stop,
+    "stop": cmd_start_stop,
+    "retry": cmd_retry,
+    "mode": cmd_mode,
+    "wake": cmd_wake,
+    "health": cmd_health,
+    "history": cmd_history,
+    "plays": cmd_plays,
+}

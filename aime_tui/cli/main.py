@@ -1,0 +1,194 @@
+"""The `aime-tui` command: argument parsing, logging, and what a launch becomes.
+
+A launch is the dashboard, the dashboard attached over the control socket when an
+instance already runs on the data directory, the headless runner, or a subcommand.
+Errors a user can fix end in one line on stderr and an exit code from exits.py, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from aime_tui import __version__
+from aime_tui.cli.commands import COMMANDS, _ask, cmd_doctor
+from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, fail
+from aime_tui.cli.headless import run_headless
+from aime_tui.config import (
+    SCHEDULER_MODES,
+    SERVICE_NAMES,
+    Config,
+    ConfigError,
+    load_config,
+    write_config_template,
+)
+from aime_tui.control.client import ControlError, Unreachable
+from aime_tui.core.instance import AlreadyRunning, InstanceLock
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_BYTES = 1_000_000
+LOG_BACKUPS = 3
+ATTACH_TIMEOUT = 2.0
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line a script can log, not the usage block.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Accepted after a subcommand too (`aime-tui status --data-dir X`); SUPPRESS keeps
+    # the subcommand from resetting what was given before it.
+    shared = Parser(add_help=False)
+    shared.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="the instance's data directory")
+    shared.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+    shared.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help="the demo's data directory")
+
+    parser = Parser(
+        prog="aime-tui",
+        description="Keyboard-driven control room for a home music server's background services.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aime-tui {__version__}")
+    parser.add_argument("--demo", action="store_true", help="run against built-in loopback fakes (no account, no network)")
+    parser.add_argument("--headless", action="store_true", help="no UI: run the services, log to stderr, notify systemd")
+    parser.add_argument("--data-dir", type=Path, help="where aime.db and friends live (env AIME_DATA_DIR)")
+    parser.add_argument("--config", type=Path, help="config file (env AIME_CONFIG)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, parents=[shared], help=text, description=text, epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command("init", "write a commented config file to fill in")
+    command("status", "the services of the running instance (or the saved desired states)").add_argument(
+        "--json", action="store_true", help="machine-readable"
+    )
+    for verb, text in (
+        ("start", "want SERVICE running and start it (saved before acknowledged)"),
+        ("stop", "want SERVICE stopped and stop it (saved before acknowledged)"),
+        ("retry", "retry SERVICE now, skipping its backoff wait"),
+    ):
+        command(verb, text).add_argument("service", metavar="SERVICE", help=", ".join(SERVICE_NAMES))
+    command("mode", "set the scheduler's mode (saved)").add_argument("mode", metavar="MODE", help=" or ".join(SCHEDULER_MODES))
+    command("wake", "make the running instance recover as after a sleep")
+    command("health", "healthy, degraded or unhealthy (the exit code says which)").add_argument(
+        "--json", action="store_true", help="machine-readable"
+    )
+    command("doctor", "check Python, dependencies, directories, database, config and endpoints")
+    history = command("history", "transitions, availability over 24 h and 7 d, restarts and failures")
+    history.add_argument("service", metavar="SERVICE", nargs="?", help="one service (default: all)")
+    history.add_argument("--limit", type=_positive, default=20, help="transitions shown per service (default 20)")
+    history.add_argument("--json", action="store_true", help="machine-readable")
+    plays = command("plays", "the newest collected plays")
+    plays.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    plays.add_argument("--json", action="store_true", help="machine-readable")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def setup_logging(config: Config, *, to_stderr: bool) -> None:
+    handlers: list[logging.Handler] = [
+        RotatingFileHandler(config.log_path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+    ]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+    # httpx logs every request URL at INFO, and Last.fm URLs carry the API key.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # aiosqlite logs statement parameters at DEBUG, and those include the Roon token.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        # Before loading the config: a config that does not parse is one of its findings.
+        return cmd_doctor(args)
+    try:
+        config = load_config(config_path=args.config, data_dir=args.data_dir, demo=args.demo)
+    except ConfigError as exc:
+        return fail(str(exc))
+
+    if args.command == "init":
+        try:
+            write_config_template(config.config_path)
+        except (ConfigError, OSError) as exc:
+            return fail(str(exc))
+        print(f"wrote {config.config_path}: fill in [lastfm] and [roon], then run aime-tui")
+        return 0
+    if args.command is not None:
+        return COMMANDS[args.command](args, config)
+
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = InstanceLock(config.lock_path).acquire()
+    except AlreadyRunning as exc:
+        if not args.headless and _answers(config):
+            return run_attached(config)
+        return fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        # Only the instance holding the data directory writes (and rotates) aime.log.
+        setup_logging(config, to_stderr=args.headless)
+    except OSError as exc:
+        lock.release()
+        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        if args.headless:
+            return asyncio.run(run_headless(config))
+        return run_dashboard(config)
+    finally:
+        lock.release()
+
+
+def run_dashboard(config: Config) -> int:
+    # Importing Textual and the engine builds tens of thousands of objects that all live
+    # as long as the app; the collector's passes over them as they appear cost ~50 ms.
+    # The app turns the collector back on once its first frame is painted.
+    gc.disable()
+    from aime_tui.engine import Engine
+    from aime_tui.ui.app import AimeApp
+
+    app = AimeApp(Engine(config), subtitle="demo" if config.demo else "home server")
+    app.run()
+    return app.return_code or 0
+
+
+def _answers(config: Config) -> bool:
+    try:
+        _ask(config, {"cmd": "status"}, timeout=ATTACH_TIMEOUT)
+    except (Unreachable, ControlError):
+        return False
+    return True
+
+
+def run_attached(config: Config) -> int:
+    """The dashboard of an instance already running here; quitting leaves it running."""
+    from aime_tui.control.remote import RemoteEngine
+    from aime_tui.ui.app import AimeApp
+
+    engine = RemoteEngine(config)
+    app = AimeApp(engine, subtitle=engine.subtitle)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""Reports read from the engine or the database: health, history, doctor."""

@@ -1,0 +1,1 @@
+"""The store: the async SQLite store (one writer) and its schema migrations."""
