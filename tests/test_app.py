@@ -236,10 +236,10 @@ def test_scheduler_detail_shows_backfill_progress():
 
 
 def test_durations_read_as_people_say_them():
-    from aime_tui.core.supervisor import format_duration
+    from aime_tui.format import duration
 
     cases = {
         0.25: "0.2 s", 0.5: "0.5 s", 8: "8 s", 59.4: "59 s", 59.6: "1 min", 90: "1 min 30 s",
         185: "3 min 05 s", 900: "15 min", 3600: "1 h", 5400: "1 h 30 min", 22320: "6 h 12 min",
     }
-    assert {seconds: format_duration(seconds) for seconds in cases} == cases
+    assert {seconds: duration(seconds) for seconds in cases} == cases

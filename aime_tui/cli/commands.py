@@ -30,7 +30,7 @@ from aime_tui.config import SCHEDULER_MODES, SERVICE_NAMES, SOCKET_FILE, Config
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
 from aime_tui.control.protocol import WAKE_CLIENT_TIMEOUT
 from aime_tui.core.instance import AlreadyRunning, InstanceLock, read_pid
-from aime_tui.core.supervisor import format_duration
+from aime_tui.format import duration, stamp
 from aime_tui.store.database import StoreError
 
 
@@ -128,7 +128,7 @@ def cmd_status(args, config: Config) -> int:
             print(f"no running instance on {config.data_dir}: saved desired states (applied at next launch)")
         else:
             instance = answer["instance"]
-            print(f"instance pid {instance['pid']} · up {format_duration(instance['uptime'])} · {instance['data_dir']}")
+            print(f"instance pid {instance['pid']} · up {duration(instance['uptime'])} · {instance['data_dir']}")
             if instance.get("summary"):
                 print(instance["summary"]["line"])
         print("\n".join(status_table(answer["services"])))
@@ -277,7 +277,7 @@ def cmd_history(args, config: Config) -> int:
 
 
 def cmd_plays(args, config: Config) -> int:
-    from aime_tui.reports.history import connect_read_only, stamp
+    from aime_tui.reports.history import connect_read_only
 
     def work() -> int:
         db = connect_read_only(config.db_path)

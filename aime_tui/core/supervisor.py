@@ -20,10 +20,19 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.core.model import (
+    Event,
+    Listener,
+    LogEvent,
+    RestoreSummary,
+    RunState,
+    ServiceView,
+    StateEvent,
+)
+from aime_tui.format import duration
 from aime_tui.services.base import Service
 from aime_tui.store.database import Store, StoreError
 
@@ -39,68 +48,6 @@ HEARTBEAT_EVERY = 30.0
 
 # How a successful start reads in the log, by what caused it.
 _SUCCESS_WORD = {"launch": "restored", "wake": "restored", "backoff": "recovered", "heartbeat": "restarted"}
-
-
-class RunState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    NEEDS_ATTENTION = "needs attention"
-
-
-@dataclass(frozen=True)
-class ServiceView:
-    """What the UI and the CLI show of one service, at one moment."""
-
-    name: str
-    state: RunState
-    wanted: bool
-    mode: str | None
-    reason: str | None
-    retry_in: float | None
-    restarts: int
-    status: dict[str, Any]
-    uptime: float | None = None
-    #: Started and not stopped: running, or needing attention while staying up (it then
-    #: carries on by itself once the user has done what `reason` says).
-    up: bool = False
-
-
-@dataclass(frozen=True)
-class LogEvent:
-    text: str
-    level: int = logging.INFO
-    service: str | None = None
-    at: float = 0.0
-
-
-@dataclass(frozen=True)
-class StateEvent:
-    view: ServiceView
-
-
-@dataclass(frozen=True)
-class RestoreSummary:
-    at: float
-    trigger: str
-    succeeded: tuple[str, ...]
-    failed: dict[str, str]
-    elapsed: float
-
-    def line(self) -> str:
-        text = (
-            f"Restored {len(self.succeeded)} succeeded, {len(self.failed)} failed"
-            f" in {self.elapsed:.2f} s"
-        )
-        if self.failed:
-            text += " — " + "; ".join(f"{name}: {why}" for name, why in self.failed.items())
-        return text
-
-
-Event = LogEvent | StateEvent | RestoreSummary
-Listener = Callable[[Event], None]
 
 
 def full_jitter_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -357,7 +304,7 @@ class Supervisor:
             if slept is None:
                 self._log("wake requested — recovering")
             else:
-                self._log(f"wake detected (slept {format_duration(slept)}) — recovering")
+                self._log(f"wake detected (slept {duration(slept)}) — recovering")
             await asyncio.gather(
                 *(self._stop_for_wake(record) for record in self._records.values() if record.wanted)
             )
@@ -494,7 +441,7 @@ class Supervisor:
         record.retry_at = self._clock() + delay
         record.retry_timer = asyncio.get_running_loop().call_later(delay, self._retry, record)
         self._set_state(record, RunState.BACKOFF, "backoff")
-        self._log(f"{name}: {why}, retry in {format_duration(delay)}", logging.WARNING, name)
+        self._log(f"{name}: {why}, retry in {duration(delay)}", logging.WARNING, name)
         return why
 
     def _retry(self, record: _Record) -> None:
@@ -609,16 +556,3 @@ class Supervisor:
             except Exception as exc:
                 log.warning("could not record transition %s: %s", item, exc)
 
-
-def format_duration(seconds: float) -> str:
-    """Durations and periods as people say them: 0.4 s, 8 s, 3 min 05 s, 15 min, 6 h 12 min, 2 h."""
-    if seconds < 1:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -19,11 +19,11 @@ from __future__ import annotations
 import bisect
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from aime_tui.core.supervisor import RunState, format_duration
+from aime_tui.core.model import RunState
+from aime_tui.format import duration, stamp
 from aime_tui.store.database import Transition
 
 DAY = 86400.0
@@ -230,10 +230,6 @@ def percent(window: Availability) -> str:
     return "–" if share is None else f"{share * 100:.1f} %"
 
 
-def stamp(at: float) -> str:
-    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def transition_parts(row: Transition) -> tuple[str, str, str]:
     """When, what changed, and why: the screen styles them apart, the CLI joins them."""
     why = f"({row.reason}): {row.detail}" if row.detail else f"({row.reason})"
@@ -249,11 +245,11 @@ def window_line(window: Availability, restarts: int) -> str:
         return f"last {window.label}: nothing recorded"
     text = f"last {window.label}: available {percent(window)}"
     if window.wanted:
-        text += f" (running {format_duration(window.running)} of {format_duration(window.wanted)} wanted)"
+        text += f" (running {duration(window.running)} of {duration(window.wanted)} wanted)"
     elif not window.unrecorded:
         text += " (not wanted)"
     if window.unrecorded >= 1:
-        text += f", {format_duration(window.unrecorded)} unrecorded"
+        text += f", {duration(window.unrecorded)} unrecorded"
     return text + f", {restarts} restart{'s' if restarts != 1 else ''}"
 
 

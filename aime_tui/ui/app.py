@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,6 +33,7 @@ from aime_tui.core.supervisor import (
     Supervisor,
 )
 from aime_tui.engine import Engine
+from aime_tui.format import clock
 from aime_tui.store.database import StoreError
 from aime_tui.ui.cells import COLUMNS, detail_text, now_playing_text, row_cells
 from aime_tui.ui.screens.history import HistoryScreen
@@ -150,7 +150,7 @@ class AimeApp(App):
         supervisor.subscribe(self._on_engine_event)
         table = self.table
         for view in supervisor.views():
-            cells = row_cells(view)
+            cells = row_cells(view, self._now())
             table.add_row(*(cells[key] for key, _, _ in COLUMNS), key=view.name)
             self._shown.update({(view.name, key): value for key, value in cells.items()})
         self.supervisor = supervisor
@@ -224,7 +224,7 @@ class AimeApp(App):
     def _update_row(self, name: str) -> None:
         """Touch only the cells whose text changed: no flicker, no full rebuild."""
         assert self.supervisor is not None
-        for key, value in row_cells(self.supervisor.view(name)).items():
+        for key, value in row_cells(self.supervisor.view(name), self._now()).items():
             if self._shown.get((name, key)) != value:
                 self._shown[name, key] = value
                 self.table.update_cell(name, key, value)
@@ -234,7 +234,7 @@ class AimeApp(App):
         per refresh pass, however many lines arrived (a busy log costs the same pass)."""
         lines = []
         for event in events:
-            stamp = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
+            stamp = clock(event.at)
             if isinstance(event, RestoreSummary):
                 self.last_summary = event
                 style = "bold red" if event.failed else "bold green"
@@ -259,12 +259,12 @@ class AimeApp(App):
         return f"aime-tui ─ {subtitle}"
 
     def _clock_text(self) -> str:
-        return datetime.fromtimestamp(self._now()).strftime("%H:%M:%S")
+        return clock(self._now())
 
     def _show_detail(self) -> None:
         name = self.selected_service
         if name is not None and self.supervisor is not None:
-            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name)), layout=False)
+            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name), self._now()), layout=False)
 
     def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
         self._show_detail()

@@ -1,0 +1,32 @@
+"""How moments, track positions and states read, the same in the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aime_tui.core.model import RunState
+from aime_tui.format import state_badge, stamp, track_position, when
+
+NOON = datetime(2026, 11, 23, 12, 0, 0).timestamp()
+
+
+def test_a_moment_of_today_reads_as_a_time_and_another_days_with_its_date():
+    assert when(NOON - 3600, now=NOON) == "11:00:00"
+    assert when(NOON - 86400, now=NOON) == "11-22 12:00"
+    assert when(NOON + 86400 - 60, now=NOON) == "11-24 11:59"  # a next run tomorrow
+    assert when(None, now=NOON) == when(0, now=NOON) == "–"
+    assert stamp(NOON) == "2026-11-23 12:00:00"
+
+
+def test_track_positions_read_as_minutes_and_seconds():
+    assert [track_position(s) for s in (0, 59.9, 161, 499, None)] == ["0:00", "0:59", "2:41", "8:19", "?:??"]
+
+
+def test_every_state_has_a_symbol_and_a_word_and_a_backoff_never_says_0s():
+    assert {state: state_badge(state) for state in RunState} == {
+        RunState.STOPPED: "○ stopped", RunState.STARTING: "◌ starting", RunState.RUNNING: "● running",
+        RunState.BACKOFF: "◌ backoff", RunState.STOPPING: "◌ stopping",
+        RunState.NEEDS_ATTENTION: "✖ needs attention",
+    }
+    assert state_badge(RunState.BACKOFF, 0.2) == "◌ backoff 1s"
+    assert state_badge("backoff", 12.0) == "◌ backoff 12s"  # a wire view's state reads the same
