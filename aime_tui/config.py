@@ -14,9 +14,10 @@ from typing import Mapping
 
 import platformdirs
 
+from aime_tui.services import registry
+from aime_tui.services.registry import SCHEDULER_MODES
+
 APP_NAME = "aime-tui"
-SERVICE_NAMES = ("tracker", "roon_tracker", "scheduler")
-SCHEDULER_MODES = ("MAINTENANCE", "MASSIVE")
 
 DB_FILE = "aime.db"
 LOCK_FILE = "aime.lock"
@@ -100,11 +101,7 @@ class Config:
 
     def first_launch_defaults(self) -> dict[str, tuple[bool, str | None]]:
         """Desired state and mode per service before the user has ever toggled one."""
-        return {
-            "tracker": (self.lastfm.enabled, None),
-            "roon_tracker": (self.roon.enabled, None),
-            "scheduler": (self.scheduler.enabled, self.scheduler.mode),
-        }
+        return registry.first_launch_defaults(self)
 
     def with_overrides(self, **changes) -> "Config":
         return replace(self, **changes)

@@ -22,9 +22,7 @@ from aime_tui.control.server import ControlServer
 from aime_tui.core.supervisor import Supervisor
 from aime_tui.core.wake import WakeDetector
 from aime_tui.services.base import Service
-from aime_tui.services.roon import RoonTracker
-from aime_tui.services.scheduler import CollectionScheduler
-from aime_tui.services.tracker import LastfmTracker
+from aime_tui.services.registry import build_services
 from aime_tui.store.database import Store
 
 if TYPE_CHECKING:
@@ -195,22 +193,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
-
-
-def build_services(config: Config, store: Store) -> list[Service]:
-    tracker = LastfmTracker(config.lastfm, store, config_path=config.config_path)
-    roon = RoonTracker(
-        config.roon, store, config_path=config.config_path, start_timeout=config.restore_timeout
-    )
-    scheduler = CollectionScheduler(
-        config.scheduler,
-        config.lastfm,
-        store,
-        backup_dir=config.backup_dir,
-        config_path=config.config_path,
-        catch_up=tracker.poll_once,
-    )
-    return [tracker, roon, scheduler]
 
 
 def _log_unhandled(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from aime_tui.services.base import Service
+from aime_tui.services.registry import SERVICE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICE_NAMES = ("tracker", "roon_tracker", "scheduler")
 
 
 # -- statistics ---------------------------------------------------------------------

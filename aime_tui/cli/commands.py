@@ -26,11 +26,12 @@ from aime_tui.cli.exits import (
     fail,
 )
 from aime_tui.cli.rendering import health_lines, status_table
-from aime_tui.config import SCHEDULER_MODES, SERVICE_NAMES, SOCKET_FILE, Config
+from aime_tui.config import SOCKET_FILE, Config
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
 from aime_tui.control.protocol import WAKE_CLIENT_TIMEOUT
 from aime_tui.core.instance import AlreadyRunning, InstanceLock, read_pid
 from aime_tui.format import duration, stamp
+from aime_tui.services.registry import SERVICE_NAMES, moded_service, unknown_service
 from aime_tui.store.database import StoreError
 
 
@@ -90,12 +91,6 @@ def _save_offline(config: Config, change: Callable) -> int | None:
     return None
 
 
-def _check_service(name: str) -> str | None:
-    if name in SERVICE_NAMES:
-        return None
-    return f"unknown service {name!r} (known: {', '.join(SERVICE_NAMES)})"
-
-
 def _saved_views(config: Config) -> list[dict[str, Any]]:
     """What status shows with no instance: the saved desired states (or first-launch defaults)."""
     defaults = config.first_launch_defaults()
@@ -149,7 +144,7 @@ def cmd_status(args, config: Config) -> int:
 
 
 def cmd_start_stop(args, config: Config) -> int:
-    if problem := _check_service(args.service):
+    if problem := unknown_service(args.service):
         return fail(problem)
     name, wanted = args.service, args.command == "start"
 
@@ -169,9 +164,9 @@ def cmd_start_stop(args, config: Config) -> int:
 
 
 def cmd_mode(args, config: Config) -> int:
-    mode = args.mode.upper()
-    if mode not in SCHEDULER_MODES:
-        return fail(f"unknown mode {args.mode!r} (modes: {', '.join(SCHEDULER_MODES)})")
+    mode, moded = args.mode.upper(), moded_service()
+    if mode not in moded.modes:
+        return fail(f"unknown mode {args.mode!r} (modes: {', '.join(moded.modes)})")
 
     def live() -> int:
         answer = _ask(config, {"cmd": "mode", "mode": mode})
@@ -179,9 +174,9 @@ def cmd_mode(args, config: Config) -> int:
         return EXIT_OK
 
     def offline() -> int:
-        code = _save_offline(config, lambda store: store.set_mode("scheduler", mode, "user"))
+        code = _save_offline(config, lambda store: store.set_mode(moded.name, mode, "user"))
         if code is None:
-            print(f"scheduler: mode {mode} — no running instance: saved, applies at next launch")
+            print(f"{moded.name}: mode {mode} — no running instance: saved, applies at next launch")
         return code or EXIT_OK
 
     return _with_instance(config, live, offline, create=True)
@@ -195,7 +190,7 @@ def _live_only(config: Config, what: str, live: Callable[[], int]) -> int:
 
 
 def cmd_retry(args, config: Config) -> int:
-    if problem := _check_service(args.service):
+    if problem := unknown_service(args.service):
         return fail(problem)
 
     def live() -> int:
@@ -260,7 +255,7 @@ def _read(config: Config, work: Callable[[], int]) -> int:
 def cmd_history(args, config: Config) -> int:
     from aime_tui.reports import history
 
-    if args.service and (problem := _check_service(args.service)):
+    if args.service and (problem := unknown_service(args.service)):
         return fail(problem)
     names = [args.service] if args.service else list(SERVICE_NAMES)
 

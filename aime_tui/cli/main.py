@@ -21,8 +21,6 @@ from aime_tui.cli.commands import COMMANDS, _ask, cmd_doctor
 from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, fail
 from aime_tui.cli.headless import run_headless
 from aime_tui.config import (
-    SCHEDULER_MODES,
-    SERVICE_NAMES,
     Config,
     ConfigError,
     load_config,
@@ -30,6 +28,7 @@ from aime_tui.config import (
 )
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.instance import AlreadyRunning, InstanceLock
+from aime_tui.services.registry import SERVICE_NAMES, moded_service
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_BYTES = 1_000_000
@@ -80,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "retry SERVICE now, skipping its backoff wait"),
     ):
         command(verb, text).add_argument("service", metavar="SERVICE", help=", ".join(SERVICE_NAMES))
-    command("mode", "set the scheduler's mode (saved)").add_argument("mode", metavar="MODE", help=" or ".join(SCHEDULER_MODES))
+    command("mode", f"set the {moded_service().name}'s mode (saved)").add_argument(
+        "mode", metavar="MODE", help=" or ".join(moded_service().modes)
+    )
     command("wake", "make the running instance recover as after a sleep")
     command("health", "healthy, degraded or unhealthy (the exit code says which)").add_argument(
         "--json", action="store_true", help="machine-readable"

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aime_tui.config import SCHEDULER_MODES, SOCKET_FILE, Config
+from aime_tui.config import SOCKET_FILE, Config
+from aime_tui.services.registry import SCHEDULER_MODES
 from aime_tui.control.protocol import (
     CLIENT_TIMEOUT,
     MAX_LINE,

@@ -35,6 +35,7 @@ from aime_tui.config import (
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
 from aime_tui.core.instance import read_pid
 from aime_tui.reports.history import connect_read_only
+from aime_tui.services.registry import setting_hint
 from aime_tui.store.database import SCHEMA_VERSION
 
 MIN_PYTHON = (3, 11)
@@ -182,7 +183,7 @@ def check_endpoints(config: Config) -> list[Check]:
         return [Check(OK, "endpoints: the demo's loopback fakes start with the instance")]
     checks = []
     if config.lastfm.missing():
-        checks.append(Check(WARN, f"Last.fm: {config.lastfm.missing()} not set, not checked", f"set {config.lastfm.missing()} in {config.config_path}"))
+        checks.append(Check(WARN, f"Last.fm: {config.lastfm.missing()} not set, not checked", setting_hint(config.lastfm.missing() or "", config.config_path)))
     else:
         url = urlsplit(config.lastfm.api_url)
         port = url.port or (443 if url.scheme == "https" else 80)

@@ -45,6 +45,7 @@ from aime_tui.clients.moo import (
 from aime_tui.config import Config, RoonConfig, mask_secret
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.services.base import Service
+from aime_tui.services.registry import setting_hint
 from aime_tui.store.database import Play, Store
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,7 @@ class RoonTracker(Service):
 
     async def start(self) -> None:
         if not self._config.host:
-            where = self._config_path if self._config_path is not None else "the config file"
-            raise NeedsAttention(f"set roon.host in {where}")
+            raise NeedsAttention(setting_hint("roon.host", self._config_path))
         # The budget runs from here, so the step that stalled is named before the
         # supervisor's own start timeout fires.
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout

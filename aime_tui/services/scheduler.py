@@ -42,12 +42,11 @@ from apscheduler.triggers.cron import CronTrigger
 from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
 from aime_tui.services.base import Service
+from aime_tui.services.registry import MAINTENANCE, MASSIVE, SCHEDULER_MODES, setting_hint
 from aime_tui.store.database import Store
 
 log = logging.getLogger(__name__)
 
-MAINTENANCE = "MAINTENANCE"
-MASSIVE = "MASSIVE"
 BACKUPS_KEPT = 7
 #: Local (hour, minute) of the nightly jobs.
 OPTIMIZE_AT = (3, 30)
@@ -63,7 +62,7 @@ CatchUp = Callable[..., Awaitable[int]]
 
 class CollectionScheduler(Service):
     name = "scheduler"
-    modes = (MAINTENANCE, MASSIVE)
+    modes = SCHEDULER_MODES
 
     def __init__(
         self,
@@ -177,9 +176,8 @@ class CollectionScheduler(Service):
         }
 
     def _lastfm_missing(self) -> str:
-        where = self.config_path if self.config_path is not None else "the config file"
         return (
-            f"MASSIVE backfill needs Last.fm: set {self.lastfm.missing()} in {where}, then"
+            f"MASSIVE backfill needs Last.fm: {setting_hint(self.lastfm.missing() or '', self.config_path)}, then"
             " retry (r); optimize and backup run meanwhile"
         )
 

@@ -21,6 +21,7 @@ from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.services.base import Service
+from aime_tui.services.registry import setting_hint
 from aime_tui.store.database import Play, Store
 
 
@@ -61,8 +62,7 @@ class LastfmTracker(Service):
     def _check_config(self) -> None:
         missing = self._config.missing()
         if missing:
-            where = self._config_path if self._config_path is not None else "the config file"
-            self._last_error = f"set {missing} in {where}"
+            self._last_error = setting_hint(missing, self._config_path)
             raise NeedsAttention(self._last_error)
 
     def _new_client(self) -> LastfmClient:
