@@ -28,8 +28,9 @@ from aime_tui.cli.exits import (
 from aime_tui.cli.rendering import health_lines, status_table
 from aime_tui.config import SOCKET_FILE, Config
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
-from aime_tui.control.protocol import WAKE_CLIENT_TIMEOUT
+from aime_tui.control.protocol import WAKE_CLIENT_TIMEOUT, view_from_wire, view_to_wire
 from aime_tui.core.instance import AlreadyRunning, InstanceLock, read_pid
+from aime_tui.core.model import RunState, ServiceView
 from aime_tui.format import duration, stamp
 from aime_tui.services.registry import SERVICE_NAMES, moded_service, unknown_service
 from aime_tui.store.database import StoreError
@@ -91,7 +92,7 @@ def _save_offline(config: Config, change: Callable) -> int | None:
     return None
 
 
-def _saved_views(config: Config) -> list[dict[str, Any]]:
+def _saved_views(config: Config) -> list[ServiceView]:
     """What status shows with no instance: the saved desired states (or first-launch defaults)."""
     defaults = config.first_launch_defaults()
     saved: dict[str, tuple[bool, str | None]] = {}
@@ -107,36 +108,33 @@ def _saved_views(config: Config) -> list[dict[str, Any]]:
     views = []
     for name in SERVICE_NAMES:
         wanted, mode = saved.get(name, defaults[name])
-        views.append({
-            "name": name, "state": "stopped", "wanted": wanted, "mode": mode, "reason": None,
-            "retry_in": None, "restarts": 0, "status": {}, "uptime": None,
-        })
+        views.append(ServiceView(name, RunState.STOPPED, wanted, mode, reason=None, retry_in=None, restarts=0, status={}))
     return views
 
 
 def cmd_status(args, config: Config) -> int:
-    def show(answer: dict[str, Any]) -> int:
+    def show(instance: dict[str, Any] | None, views: list[ServiceView]) -> int:
         if args.json:
+            answer = {"instance": instance, "services": [view_to_wire(view) for view in views]}
             print(json.dumps(answer, default=str, indent=2))
             return EXIT_OK
-        if answer["instance"] is None:
+        if instance is None:
             print(f"no running instance on {config.data_dir}: saved desired states (applied at next launch)")
         else:
-            instance = answer["instance"]
             print(f"instance pid {instance['pid']} · up {duration(instance['uptime'])} · {instance['data_dir']}")
             if instance.get("summary"):
                 print(instance["summary"]["line"])
-        print("\n".join(status_table(answer["services"])))
+        print("\n".join(status_table(views)))
         return EXIT_OK
 
     def live() -> int:
         answer = _ask(config, {"cmd": "status"})
         services = answer.pop("services")
-        return show({"instance": answer, "services": services})
+        return show(answer, [view_from_wire(wire) for wire in services])
 
     def offline() -> int:
         try:
-            return show({"instance": None, "services": _saved_views(config)})
+            return show(None, _saved_views(config))
         except sqlite3.Error as exc:
             return fail(f"cannot read {config.db_path}: {exc}", EXIT_FAILED)
 

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from aime_tui.format import STATE_SYMBOL, duration, optional_duration, state_badge, when
+from aime_tui.core.model import ServiceView
+from aime_tui.format import NONE, STATE_SYMBOL, duration, optional_duration, state_badge, when
 
 
-def status_table(views: list[dict[str, Any]]) -> list[str]:
-    """A `pm2 list`-like table of wire views."""
+def status_table(views: list[ServiceView]) -> list[str]:
+    """A `pm2 list`-like table of service views."""
     header = ("name", "state", "wanted", "mode", "uptime", "↺", "last check", "found", "last error")
     rows = [header]
     for view in views:
-        status = view.get("status") or {}
         rows.append((
-            view["name"],
-            state_badge(view["state"], view.get("retry_in")),
-            "on" if view["wanted"] else "off",
-            view.get("mode") or "–",
-            optional_duration(view.get("uptime")),
-            str(view.get("restarts", 0)),
-            when(status.get("last_check")),
-            f"{status.get('tracks_found') or 0:,}",
-            view.get("reason") or status.get("last_error") or "–",
+            view.name,
+            state_badge(view.state, view.retry_in),
+            "on" if view.wanted else "off",
+            view.mode or NONE,
+            optional_duration(view.uptime),
+            str(view.restarts),
+            when(view.status.get("last_check")),
+            f"{view.status.get('tracks_found') or 0:,}",
+            view.last_error or NONE,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]) for row in rows]

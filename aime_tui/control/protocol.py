@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from aime_tui.core.supervisor import (
+from aime_tui.core.model import (
     Event,
     RestoreSummary,
     RunState,
@@ -53,6 +53,10 @@ def encode(message: dict[str, Any]) -> bytes:
     # default=str: service status dicts are plain data, but never let one odd value
     # (a path, a datetime) break the whole answer.
     return (json.dumps(message, default=str, separators=(",", ":")) + "\n").encode()
+
+
+# A ServiceView is the same on both sides: the instance sends one, the CLI and an
+# attached dashboard read it back as one.
 
 
 def view_to_wire(view: ServiceView) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Iterable
 
-from aime_tui.core.supervisor import RunState, ServiceView
+from aime_tui.core.model import RunState, ServiceView
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 DATABASE_TIMEOUT = 2.0
@@ -117,7 +117,7 @@ def assess(
                 "wanted": view.wanted,
                 "uptime": view.uptime,
                 "restarts": view.restarts,
-                "last_error": view.reason or view.status.get("last_error"),
+                "last_error": view.last_error,
             }
             for view in views
         },
