@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from aime_tui.config import SOCKET_FILE, Config, ConfigError, load_config
+from aime_tui.control.protocol import RECENT_LOG_LINES
 from aime_tui.control.server import ControlServer
+from aime_tui.core.bus import EventBus
+from aime_tui.core.model import LogEvent, RestoreSummary
+from aime_tui.core.ports import EngineHost
 from aime_tui.core.supervisor import Supervisor
 from aime_tui.core.wake import WakeDetector
 from aime_tui.services.base import Service
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(EngineHost):
     def __init__(
         self,
         config: Config,
@@ -46,8 +50,10 @@ class Engine:
         #: The environment the config was read with, to read it again the same way.
         self._env = os.environ if env is None else env
         self._config_stamp = _stamp(config.config_path)
-        #: Told of what happens before the supervisor exists (a locked or moved database).
-        self.on_notice: Callable[[str, int], None] = lambda text, level: None
+        #: Everything the engine tells its front ends: the supervisor's events and the
+        #: engine's own notices, some from before the supervisor exists (a locked or moved
+        #: database). Its recent lines are what a dashboard attaching later is shown first.
+        self.bus = EventBus(keep=RECENT_LOG_LINES)
         self._build_services = services or build_services
         self._clock = clock
         self._wall = wall
@@ -90,6 +96,7 @@ class Engine:
             wall=self._wall,
             rng=self._rng,
             before_start=self._configure_for_start,
+            bus=self.bus,
         )
         await self.supervisor.load()
         await self._serve_control()
@@ -138,7 +145,7 @@ class Engine:
 
     def _notice(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
-        self.on_notice(text, level)
+        self.bus.emit(LogEvent(text, level, at=self._wall()))
 
     def _waiting_for_lock(self, waited: float) -> None:
         if waited - self._lock_notice_at >= 5.0 or self._lock_notice_at == 0.0:
@@ -149,8 +156,9 @@ class Engine:
                 logging.WARNING,
             )
 
-    def start_background(self) -> None:
-        """The heartbeat and the wake detector: both run until close()."""
+    async def launch(self) -> RestoreSummary:
+        """Start the heartbeat and the wake detector (both run until close()), then
+        restore every wanted service."""
         supervisor = self.supervisor
         assert supervisor is not None
         detector = WakeDetector(supervisor.wake)
@@ -158,8 +166,9 @@ class Engine:
             asyncio.create_task(supervisor.run_heartbeat(), name="heartbeat"),
             asyncio.create_task(detector.run(), name="wake-detector"),
         ]
+        return await supervisor.restore("launch")
 
-    async def simulate_slow_wake(self, unreachable: float = 5.0):
+    async def simulate_slow_wake(self, unreachable: float = 5.0) -> RestoreSummary:
         """Demo: a wake on a slow network; the Roon fake stays unreachable for a while."""
         assert self.supervisor is not None
         if self.demo is not None and self.demo.roon is not None:

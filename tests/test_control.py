@@ -344,8 +344,8 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
             assert launch and before and launch[0] < before[0] < attached[0], shown
             assert "Restored 3 succeeded" in str(app.query_one("#summary").render())
             # The instance says which services have modes; m cycles only those.
-            assert app.supervisor.service("scheduler").modes == ("MAINTENANCE", "MASSIVE")
-            assert app.supervisor.service("tracker").modes == ()
+            assert app.supervisor.modes("scheduler") == ("MAINTENANCE", "MASSIVE")
+            assert app.supervisor.modes("tracker") == ()
             await pilot.press("q")
     finally:
         assert headless.stop() == 0
@@ -369,7 +369,7 @@ async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config)
         shown = []
         remote.subscribe(lambda event: isinstance(event, LogEvent) and shown.append(event.text))
         await remote.connect()
-        await remote.restore()
+        await remote.replay_recent()
         lines = [text for text in shown if text.startswith("line ")]
         assert len(lines) == RECENT_LOG_LINES
         assert lines[0].startswith("line 50: ") and lines[-1].startswith(f"line {RECENT_LOG_LINES + 49}: ")

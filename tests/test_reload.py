@@ -27,6 +27,11 @@ async def lastfm():
     await fake.stop()
 
 
+def config_notice(event, path) -> bool:
+    """What the engine itself says about the config file (not a service's own report)."""
+    return isinstance(event, LogEvent) and event.service is None and str(path) in event.text
+
+
 def write_config(path, lastfm: FakeLastfm, *, key: str = "") -> None:
     path.write_text(
         f'[lastfm]\napi_url = "{lastfm.url}"\nuser = "{lastfm.user}"\n'
@@ -41,7 +46,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
     config = load_config(config_path=path, data_dir=tmp_path / "data", env={})
     engine = Engine(config, env={})
     notices: list[tuple[str, int]] = []
-    engine.on_notice = lambda text, level: notices.append((text, level))
+    engine.bus.subscribe(lambda event: config_notice(event, path) and notices.append((event.text, event.level)))
     supervisor = await engine.open()
     try:
         summary = await supervisor.restore("launch")
@@ -100,7 +105,7 @@ async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothi
     config = load_config(config_path=path, data_dir=tmp_path / "data", env={})
     engine = Engine(config, env={})
     notices: list[tuple[str, int]] = []
-    engine.on_notice = lambda text, level: notices.append((text, level))
+    engine.bus.subscribe(lambda event: config_notice(event, path) and notices.append((event.text, event.level)))
     supervisor = await engine.open()
     scheduler = supervisor.service("scheduler")
     try:

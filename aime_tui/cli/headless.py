@@ -15,7 +15,7 @@ import socket
 
 from aime_tui.cli.exits import fail
 from aime_tui.config import Config
-from aime_tui.core.supervisor import RestoreSummary
+from aime_tui.core.model import RestoreSummary
 from aime_tui.store.database import StoreError
 
 
@@ -43,12 +43,11 @@ async def run_headless(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     try:
-        supervisor = await engine.open()
-        engine.start_background()
-        summary = await supervisor.restore("launch")
+        await engine.open()
+        summary = await engine.launch()
         sd_notify(f"READY=1\nSTATUS={summary.line()}")
         # Later restorations (after a wake) update the status systemctl shows.
-        supervisor.subscribe(lambda event: isinstance(event, RestoreSummary) and sd_notify(f"STATUS={event.line()}"))
+        engine.bus.subscribe(lambda event: isinstance(event, RestoreSummary) and sd_notify(f"STATUS={event.line()}"))
         await stop.wait()
     except StoreError as exc:
         return fail(str(exc))

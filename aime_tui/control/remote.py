@@ -1,10 +1,12 @@
 """Attach the dashboard to an instance already running (usually headless) on this data dir.
 
-`RemoteEngine` and `RemoteSupervisor` stand in for the engine and supervisor the
-dashboard uses, speaking the control protocol (control.py) instead: one subscription
-carries state changes, log lines and restoration summaries as they happen, a status
-poll every second refreshes what services report (last check, counts, countdowns),
-and keys become requests. Closing detaches: the services keep running.
+`RemoteEngine` and `RemoteSupervisor` implement what the dashboard needs of an engine
+(core/ports.py) by speaking the control protocol (protocol.py): one subscription
+carries state changes, log lines, notices and restoration summaries as they happen, onto
+this side's event bus; a status poll every second refreshes what services report (last
+check, counts, countdowns), and keys become requests. A refusal raises ControlError and
+no answer Unreachable, as with the CLI's client. Closing detaches: the services keep
+running.
 
 The dashboard has no log file of its own (aime.log is the instance's), so what goes
 wrong on this side is said in its log pane, once: a poll that keeps failing, an instance
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aime_tui.config import SOCKET_FILE, Config
-from aime_tui.services.registry import SCHEDULER_MODES
+from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.control.protocol import (
     CLIENT_TIMEOUT,
     MAX_LINE,
@@ -32,31 +34,21 @@ from aime_tui.control.protocol import (
     summary_from_wire,
     view_from_wire,
 )
-from aime_tui.core.supervisor import (
-    Listener,
-    LogEvent,
-    RestoreSummary,
-    ServiceView,
-    StateEvent,
-)
+from aime_tui.core.bus import EventBus
+from aime_tui.core.model import Listener, LogEvent, RestoreSummary, ServiceView, StateEvent
+from aime_tui.core.ports import EngineHost, ServiceControl
+from aime_tui.services.registry import SERVICES
 
 POLL_EVERY = 1.0
 # While the instance is gone: how often to look for one again.
 REATTACH_EVERY = 1.0
 
 
-class _RemoteService:
-    """What the dashboard asks of a service object: its modes."""
-
-    def __init__(self, modes: tuple[str, ...]) -> None:
-        self.modes = modes
-
-
-class RemoteSupervisor:
-    def __init__(self, path: Path) -> None:
+class RemoteSupervisor(ServiceControl):
+    def __init__(self, path: Path, bus: EventBus | None = None) -> None:
         self.path = path
+        self.bus = EventBus() if bus is None else bus
         self._views: dict[str, ServiceView] = {}
-        self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task] = []
         self._writer: asyncio.StreamWriter | None = None
         self.pid: int | None = None
@@ -215,7 +207,7 @@ class RemoteSupervisor:
             began = time.monotonic()
             try:
                 self._take_status(await self._request({"cmd": "status"}))
-            except (ValueError, KeyError, TypeError) as exc:  # no answer, a refusal, an odd answer
+            except (Unreachable, ControlError, ValueError, KeyError, TypeError) as exc:  # no answer, a refusal, an odd answer
                 # Said once it has lasted a poll interval: not a single miss, nor an instance
                 # on its way out (its event stream ends a moment later, which says more).
                 self._failing_since = self._failing_since or began
@@ -248,30 +240,29 @@ class RemoteSupervisor:
             self._say(text)
 
     async def _request(self, message: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
-        """One request on its own connection; a refusal or a silence is a ValueError the UI logs."""
+        """One request on its own connection: Unreachable if no answer, ControlError if refused."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise ValueError(f"the instance does not answer on {self.path}: {exc}") from None
+            raise Unreachable(f"the instance does not answer on {self.path}: {exc}") from None
         try:
             writer.write(encode(message))
             answer = json.loads(await asyncio.wait_for(reader.readline(), timeout))
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
-            raise ValueError(f"no answer to {message['cmd']} from the instance: {str(exc) or 'timed out'}") from None
+            raise Unreachable(f"no answer to {message['cmd']} from the instance: {str(exc) or 'timed out'}") from None
         finally:
             writer.close()
         if not answer.pop("ok", False):
-            raise ValueError(answer.get("error") or f"{message['cmd']} refused")
+            raise ControlError(answer.get("error") or f"{message['cmd']} refused")
         return answer
 
     # -- what the dashboard reads --------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        self.bus.subscribe(listener)
 
     def _emit(self, event) -> None:
-        for listener in list(self._listeners):
-            listener(event)
+        self.bus.emit(event)
 
     @property
     def names(self) -> list[str]:
@@ -283,15 +274,17 @@ class RemoteSupervisor:
     def views(self) -> list[ServiceView]:
         return list(self._views.values())
 
-    def service(self, name: str) -> _RemoteService:
+    def modes(self, name: str) -> tuple[str, ...]:
         if self._modes is not None or name not in self._views:
-            return _RemoteService((self._modes or {}).get(name, ()))
-        # An instance too old to list its modes: only the scheduler has a mode on the wire.
-        return _RemoteService(SCHEDULER_MODES if self._views[name].mode else ())
+            return (self._modes or {}).get(name, ())
+        # An instance too old to list its modes: a service with a mode on the wire has its usual ones.
+        if not self._views[name].mode:
+            return ()
+        return next((spec.modes for spec in SERVICES if spec.name == name), ())
 
     # -- what the keys do ----------------------------------------------------------------
 
-    async def restore(self, trigger: str = "launch") -> RestoreSummary | None:
+    async def replay_recent(self) -> RestoreSummary | None:
         """Attaching restores nothing: show the running instance's recent log and summary."""
         summary_shown = False
         for event in self._recent:
@@ -309,36 +302,17 @@ class RemoteSupervisor:
     async def stop(self, name: str) -> None:
         await self._request({"cmd": "stop", "service": name})
 
-    async def toggle(self, name: str) -> bool:
-        if self._views[name].wanted:
-            await self.stop(name)
-            return False
-        await self.start(name)
-        return True
-
-    async def start_all(self) -> None:
-        for name in self.names:
-            await self.start(name)
-
-    async def stop_all(self) -> None:
-        for name in self.names:
-            await self.stop(name)
-
     async def retry_now(self, name: str) -> None:
         await self._request({"cmd": "retry", "service": name})
 
-    async def cycle_mode(self, name: str) -> str:
-        modes = self.service(name).modes
-        current = self._views[name].mode
-        mode = modes[(modes.index(current) + 1) % len(modes)] if current in modes else modes[0]
+    async def set_mode(self, name: str, mode: str) -> None:
         await self._request({"cmd": "mode", "service": name, "mode": mode})
-        return mode
 
     async def wake(self) -> RestoreSummary | None:
         # Runs as a worker: a refusal goes to the log rather than ending the dashboard.
         try:
             answer = await self._request({"cmd": "wake"}, timeout=WAKE_CLIENT_TIMEOUT)
-        except ValueError as exc:
+        except (ControlError, Unreachable) as exc:
             self._say(str(exc), logging.ERROR)
             return None
         return summary_from_wire(answer["summary"])
@@ -348,17 +322,17 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class RemoteEngine:
+class RemoteEngine(EngineHost):
     """The engine's face for the dashboard, backed by another process's engine."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.bus = EventBus()
         self.demo = None  # the demo's fakes live in the other process
-        self.on_notice = lambda text, level: None
         self.supervisor: RemoteSupervisor | None = None
 
     async def open(self) -> RemoteSupervisor:
-        supervisor = RemoteSupervisor(self.config.data_dir / SOCKET_FILE)
+        supervisor = RemoteSupervisor(self.config.data_dir / SOCKET_FILE, self.bus)
         try:
             await supervisor.connect()
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
@@ -376,8 +350,13 @@ class RemoteEngine:
             return f"pid {remote.pid} gone: attaching again when an instance answers"
         return f"attached to pid {remote.pid}"
 
-    def start_background(self) -> None:
-        """The heartbeat and wake detection run in the attached instance."""
+    async def launch(self) -> RestoreSummary | None:
+        """The instance launched already (its heartbeat and wake detection run there)."""
+        assert self.supervisor is not None
+        return await self.supervisor.replay_recent()
+
+    async def simulate_slow_wake(self) -> RestoreSummary | None:
+        raise ControlError("a slow wake is simulated only by the demo's own instance")
 
     async def close(self) -> None:
         """Detach; the instance and its services keep running."""

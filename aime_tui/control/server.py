@@ -1,7 +1,8 @@
 """The control server: a running instance answers a second shell on `aime.sock`.
 
 Every running instance (dashboard or headless) serves its engine here, speaking the
-protocol of protocol.py. The socket file is created mode 0600 in the data directory: only
+protocol of protocol.py: a subscriber hears everything on the engine's event bus, the
+engine's notices included, as an in-process dashboard does. The socket file is created mode 0600 in the data directory: only
 its owner may talk to it. Both sides time out, so neither a stuck peer nor a slow command
 hangs the other. No Textual here.
 """
@@ -14,14 +15,12 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aime_tui.control.protocol import (
     COMMAND_TIMEOUT,
     MAX_LINE,
-    RECENT_LOG_LINES,
     REQUEST_TIMEOUT,
     SUBSCRIBER_BACKLOG,
     WRITE_TIMEOUT,
@@ -30,7 +29,7 @@ from aime_tui.control.protocol import (
     summary_to_wire,
     view_to_wire,
 )
-from aime_tui.core.supervisor import Event, LogEvent, RestoreSummary, StateEvent
+from aime_tui.core.model import Event, LogEvent, RestoreSummary
 from aime_tui.reports.health import ErrorTally, assess, database_reachable
 from aime_tui.store.database import StoreError
 
@@ -57,13 +56,14 @@ class ControlServer:
         self.last_summary: RestoreSummary | None = None
         self._server: asyncio.AbstractServer | None = None
         self._subscribers: set[asyncio.Queue] = set()
-        self._recent_log: deque[dict[str, Any]] = deque(maxlen=RECENT_LOG_LINES)
         self._wake: asyncio.Task | None = None
 
     async def start(self) -> None:
-        supervisor = self.engine.supervisor
-        assert supervisor is not None
-        supervisor.subscribe(self._on_event)
+        bus = self.engine.bus
+        # What the engine said before the socket opened counts too (a database moved aside).
+        for event in bus.recent:
+            self._note(event)
+        bus.subscribe(self._on_event)
         # The instance lock is held: a socket file left here belongs to a dead process.
         self.path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,24 +98,23 @@ class ControlServer:
     def uptime(self) -> float:
         return self._clock() - self._started_mono
 
-    def _on_event(self, event: Event) -> None:
+    def _note(self, event: Event) -> None:
         if isinstance(event, RestoreSummary):
             self.last_summary = event
         elif isinstance(event, LogEvent):
             self.errors.note(event.level)
-        logged = not isinstance(event, StateEvent)
-        if not logged and not self._subscribers:
-            return  # state changes are frequent: serialise them only for a listener
+
+    def _on_event(self, event: Event) -> None:
+        self._note(event)
+        if not self._subscribers:
+            return  # events are frequent: serialise them only for a listener
         wire = event_to_wire(event)
-        if logged:
-            self._recent_log.append(wire)
-        if self._subscribers:
-            for queue in list(self._subscribers):
-                if queue.qsize() >= SUBSCRIBER_BACKLOG:
-                    self._subscribers.discard(queue)
-                    queue.put_nowait(None)
-                else:
-                    queue.put_nowait(wire)
+        for queue in list(self._subscribers):
+            if queue.qsize() >= SUBSCRIBER_BACKLOG:
+                self._subscribers.discard(queue)
+                queue.put_nowait(None)
+            else:
+                queue.put_nowait(wire)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -168,7 +167,7 @@ class ControlServer:
         try:
             # The recent log as lines of their own: one line each stays within MAX_LINE
             # however long the lines were.
-            recent = list(self._recent_log)
+            recent = [event_to_wire(event) for event in self.engine.bus.recent]
             status = await self._cmd_status({})
             writer.write(encode({"ok": True, **status, "recent": len(recent)}))
             for wire in recent:
@@ -207,11 +206,7 @@ class ControlServer:
             "demo": self.engine.config.demo,
             "summary": None if self.last_summary is None else summary_to_wire(self.last_summary),
             "services": [view_to_wire(view) for view in supervisor.views()],
-            "modes": {
-                name: list(supervisor.service(name).modes)
-                for name in supervisor.names
-                if supervisor.service(name).modes
-            },
+            "modes": {name: list(supervisor.modes(name)) for name in supervisor.names if supervisor.modes(name)},
         }
 
     async def _cmd_start(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +232,7 @@ class ControlServer:
         if request.get("service"):
             name = self._service_name(request)
         else:
-            moded = [n for n in supervisor.names if supervisor.service(n).modes]
+            moded = [n for n in supervisor.names if supervisor.modes(n)]
             if len(moded) != 1:
                 raise ValueError("which service? (a \"service\" field is required)")
             name = moded[0]

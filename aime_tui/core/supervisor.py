@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from aime_tui.core.bus import EventBus
 from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.core.ports import ServiceControl
 from aime_tui.core.model import (
     Event,
     Listener,
@@ -77,7 +79,7 @@ class _Record:
     up: bool = False
 
 
-class Supervisor:
+class Supervisor(ServiceControl):
     def __init__(
         self,
         store: Store,
@@ -88,6 +90,7 @@ class Supervisor:
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         before_start: Callable[[Service], None] = lambda service: None,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
         #: Called before every start attempt (the engine reads the config file again there).
@@ -101,7 +104,8 @@ class Supervisor:
             service.set_fault_handler(self._on_fault)
             service.set_attention_handler(self._on_attention)
             self._records[service.name] = _Record(service)
-        self._listeners: list[Listener] = []
+        #: Where its events go (the engine's bus, which carries the engine's notices too).
+        self.bus = EventBus() if bus is None else bus
         self._transition_queue: asyncio.Queue[tuple[str, str, str, str, str] | None] = asyncio.Queue()
         self._transition_writer: asyncio.Task | None = None
         self._closing = False
@@ -112,14 +116,10 @@ class Supervisor:
     # -- observing -----------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        self.bus.subscribe(listener)
 
     def _emit(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
+        self.bus.emit(event)
 
     def _log(self, text: str, level: int = logging.INFO, service: str | None = None) -> None:
         log.log(level, text)
@@ -131,6 +131,9 @@ class Supervisor:
 
     def service(self, name: str) -> Service:
         return self._record(name).service
+
+    def modes(self, name: str) -> tuple[str, ...]:
+        return self._record(name).service.modes
 
     def view(self, name: str) -> ServiceView:
         record = self._record(name)
@@ -212,22 +215,6 @@ class Supervisor:
             return
         self._launch(record, self._stop_service(record, reason))
 
-    async def toggle(self, name: str) -> bool:
-        """Flip what the user wants; returns the new desired state."""
-        if self._record(name).wanted:
-            await self.stop(name)
-            return False
-        await self.start(name)
-        return True
-
-    async def start_all(self) -> None:
-        for name in self._records:
-            await self.start(name)
-
-    async def stop_all(self) -> None:
-        for name in self._records:
-            await self.stop(name)
-
     async def retry_now(self, name: str) -> None:
         """Skip the backoff wait, or retry a service that needs attention.
 
@@ -255,16 +242,6 @@ class Supervisor:
             record.service.mode = mode
         self._log(f"{name} mode → {mode} (saved)", service=name)
         self._emit(StateEvent(self.view(name)))
-
-    async def cycle_mode(self, name: str) -> str:
-        record = self._record(name)
-        modes = record.service.modes
-        if not modes:
-            raise ValueError(f"{name} has no modes")
-        current = modes.index(record.mode) if record.mode in modes else -1
-        mode = modes[(current + 1) % len(modes)]
-        await self.set_mode(name, mode)
-        return mode
 
     # -- restoration -----------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The dashboard: services table, now playing, restoration summary, live log, keys.
 
-The app hosts the engine on its own asyncio loop. Engine events are queued and applied
+The app hosts an engine (core/ports.py's EngineHost: the engine itself, or one attached
+over the control socket) on its own asyncio loop. Engine events are queued and applied
 in one refresh pass every 100 ms (table cells updated in place, log lines written in a
 batch), so a burst of events costs one repaint, not hundreds.
 """
@@ -25,14 +26,9 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, RichLog, Static
 
-from aime_tui.core.supervisor import (
-    Event,
-    LogEvent,
-    RestoreSummary,
-    StateEvent,
-    Supervisor,
-)
-from aime_tui.engine import Engine
+from aime_tui.control.client import ControlError, Unreachable
+from aime_tui.core.model import Event, LogEvent, RestoreSummary, StateEvent
+from aime_tui.core.ports import EngineHost, ServiceControl
 from aime_tui.format import clock
 from aime_tui.store.database import StoreError
 from aime_tui.ui.cells import COLUMNS, detail_text, now_playing_text, row_cells
@@ -79,7 +75,7 @@ class AimeApp(App):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineHost,
         *,
         now: Callable[[], float] = time.time,
         subtitle: str | Callable[[], str] = "home server",
@@ -91,7 +87,7 @@ class AimeApp(App):
         self._pending_log: list[LogEvent | RestoreSummary] = []
         self._dirty: set[str] = set()
         self._shown: dict[tuple[str, str], Any] = {}
-        self.supervisor: Supervisor | None = None
+        self.supervisor: ServiceControl | None = None
         self.last_summary: RestoreSummary | None = None
         self._services_table: DataTable | None = None
 
@@ -133,9 +129,8 @@ class AimeApp(App):
             # An SSH drop can leave us with a hung-up terminal and no SIGHUP; Textual's
             # input thread would then spin. Quit the same way as on a signal.
             self.set_interval(1.0, self._exit_if_terminal_lost)
-        self.engine.on_notice = lambda text, level: self._pending_log.append(
-            LogEvent(text, level, at=self._now())
-        )
+        # Before opening: the engine's notices while it opens (a locked database) count too.
+        self.engine.bus.subscribe(self._on_engine_event)
         # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
         self.run_worker(self._start_engine(), name="engine", exit_on_error=False)
         # The launcher pauses the collector while importing (see cli.run_dashboard).
@@ -147,7 +142,6 @@ class AimeApp(App):
         except (StoreError, OSError) as exc:
             self.exit(return_code=2, message=f"aime-tui: {exc}")
             return
-        supervisor.subscribe(self._on_engine_event)
         table = self.table
         for view in supervisor.views():
             cells = row_cells(view, self._now())
@@ -157,9 +151,8 @@ class AimeApp(App):
         table.focus()
         self._show_detail()
         self._pending_log.append(LogEvent(f"data in {self.engine.config.data_dir}", at=self._now()))
-        self.engine.start_background()
         # Restoration runs beside the UI: keys work while services are still starting.
-        await supervisor.restore("launch")
+        await self.engine.launch()
         # What is alive now (modules, widgets, the engine) lives as long as the app, and
         # moving it out of the collector's view halves the worst full-collection pauses
         # once the log holds thousands of lines. Not at once: the collection holds the
@@ -285,7 +278,7 @@ class AimeApp(App):
         """Run a supervisor call; a refusal (unknown mode, closed store) goes to the log."""
         try:
             await operation
-        except (ValueError, KeyError, StoreError) as exc:
+        except (ValueError, KeyError, StoreError, ControlError, Unreachable) as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
     async def _recover(self, wake) -> None:
@@ -324,7 +317,7 @@ class AimeApp(App):
 
     async def action_mode(self) -> None:
         if self.supervisor:
-            moded = [n for n in self.supervisor.names if self.supervisor.service(n).modes]
+            moded = [n for n in self.supervisor.names if self.supervisor.modes(n)]
             for name in moded:
                 await self._act(self.supervisor.cycle_mode(name))
 
