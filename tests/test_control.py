@@ -124,7 +124,7 @@ def test_status_lists_the_running_services(instance):
 
     table = instance.cli("status").stdout.splitlines()
     assert table[0].startswith(f"instance pid {instance.process.pid} · up ")
-    assert table[2].split() == ["name", "state", "wanted", "mode", "uptime", "↺", "last", "check", "found", "last", "error"]
+    assert table[2].split() == ["name", "state", "wanted", "mode", "uptime", "↺", "last", "check", "plays", "(new)", "last", "error"]
     tracker = next(line for line in table if line.startswith("tracker "))
     assert "● running" in tracker and " on " in tracker
 

@@ -388,6 +388,7 @@ async def test_first_poll_stores_exactly_the_newest_page_and_sets_the_cursor(fak
             "interval": 3600,
             "last_check": 1234.5,
             "tracks_found": 200,
+            "plays_total": 200,
             "last_error": None,
             "account": USER,
             "now_playing": f"{playing.artist} – {playing.title}",

@@ -1,17 +1,18 @@
 """The subcommands of a second shell: status, start, stop, retry, mode, wake, health,
-doctor, history and plays.
+doctor, history, plays, export and stats.
 
 `status`, `start`, `stop`, `retry`, `mode`, `wake` and `health` talk to the running
 instance over its control socket; with no instance running, `status`, `start`, `stop`
 and `mode` read or change the saved desired states directly (holding the instance lock
-meanwhile, so no launch races them). `history`, `plays` and `doctor` only read, through
-read-only connections.
+meanwhile, so no launch races them). `history`, `plays`, `export`, `stats` and `doctor`
+only read, through read-only connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -34,6 +35,10 @@ from aime_tui.core.model import RunState, ServiceView
 from aime_tui.format import duration, stamp
 from aime_tui.services.registry import SERVICE_NAMES, moded_service, unknown_service
 from aime_tui.store.database import StoreError
+
+
+#: Where each service's plays come from, for the totals `status` shows with no instance.
+SOURCE_OF = {"tracker": "lastfm", "scheduler": "lastfm", "roon_tracker": "roon"}
 
 
 def _ask(config: Config, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -96,19 +101,24 @@ def _saved_views(config: Config) -> list[ServiceView]:
     """What status shows with no instance: the saved desired states (or first-launch defaults)."""
     defaults = config.first_launch_defaults()
     saved: dict[str, tuple[bool, str | None]] = {}
+    totals: dict[str, int] = {}
     if config.db_path.exists():
-        from aime_tui.reports.history import connect_read_only
+        from aime_tui.store.queries import connect_read_only, totals_by_source
 
         db = connect_read_only(config.db_path)
         try:
             rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
+            totals = totals_by_source(db)
         finally:
             db.close()
         saved = {name: (bool(active), mode) for name, active, mode in rows}
     views = []
     for name in SERVICE_NAMES:
         wanted, mode = saved.get(name, defaults[name])
-        views.append(ServiceView(name, RunState.STOPPED, wanted, mode, reason=None, retry_in=None, restarts=0, status={}))
+        views.append(ServiceView(
+            name, RunState.STOPPED, wanted, mode, reason=None, retry_in=None, restarts=0,
+            status={"plays_total": totals.get(SOURCE_OF[name], 0), "tracks_found": 0},
+        ))
     return views
 
 
@@ -270,7 +280,7 @@ def cmd_history(args, config: Config) -> int:
 
 
 def cmd_plays(args, config: Config) -> int:
-    from aime_tui.reports.history import connect_read_only
+    from aime_tui.store.queries import connect_read_only
 
     def work() -> int:
         db = connect_read_only(config.db_path)
@@ -297,6 +307,53 @@ def cmd_plays(args, config: Config) -> int:
     return _read(config, work)
 
 
+def cmd_export(args, config: Config) -> int:
+    from aime_tui.reports.export import ExportError, export, export_to_file, parse_moment
+
+    try:
+        since = None if args.since is None else parse_moment(args.since, flag="--since")
+        until = None if args.until is None else parse_moment(args.until, flag="--until")
+    except ExportError as exc:
+        return fail(str(exc))
+    if not config.db_path.exists():
+        return fail(f"nothing to export: no database at {config.db_path}", EXIT_FAILED)
+    options = {"fmt": args.format, "since": since, "until": until, "source": args.source}
+    try:
+        if args.output is None:
+            export(config.db_path, sys.stdout, **options)
+            sys.stdout.flush()
+        else:
+            count = export_to_file(config.db_path, args.output, **options)
+            print(f"wrote {count:,} plays to {args.output}", file=sys.stderr)
+    except ExportError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        return fail(f"cannot read {config.db_path}: {exc}", EXIT_FAILED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def cmd_stats(args, config: Config) -> int:
+    from aime_tui.reports import stats
+    from aime_tui.store.queries import connect_read_only
+
+    def work() -> int:
+        db = connect_read_only(config.db_path)
+        try:
+            report = stats.compute(db, args.period, now=time.time())
+        finally:
+            db.close()
+        if args.json:
+            print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        else:
+            print("\n".join(stats.report_lines(report)))
+        return EXIT_OK
+
+    return _read(config, work)
+
+
 COMMANDS: dict[str, Callable[..., int]] = {
     "status": cmd_status,
     "start": cmd_start_stop,
@@ -307,4 +364,6 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "health": cmd_health,
     "history": cmd_history,
     "plays": cmd_plays,
+    "export": cmd_export,
+    "stats": cmd_stats,
 }

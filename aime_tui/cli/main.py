@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     plays = command("plays", "the newest collected plays")
     plays.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
     plays.add_argument("--json", action="store_true", help="machine-readable")
+    export = command("export", "write the stored history as CSV, NDJSON or ListenBrainz JSON (streams)")
+    export.add_argument("--format", choices=("csv", "ndjson", "listenbrainz"), default="ndjson", help="default ndjson")
+    export.add_argument("--since", metavar="DATE", help="from this ISO date or time, inclusive (local unless it has an offset)")
+    export.add_argument("--until", metavar="DATE", help="up to this ISO date or time, exclusive")
+    export.add_argument("--source", choices=("lastfm", "roon"), help="one source only")
+    export.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE (mode 0600) instead of stdout")
+    stats = command("stats", "plays per day, top artists, tracks and albums, plays per source")
+    stats.add_argument("--period", choices=("7d", "30d", "365d", "all"), default="30d", help="default 30d")
+    stats.add_argument("--json", action="store_true", help="machine-readable")
     return parser
 
 

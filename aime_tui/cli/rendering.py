@@ -11,7 +11,7 @@ from aime_tui.format import NONE, STATE_SYMBOL, duration, optional_duration, sta
 
 def status_table(views: list[ServiceView]) -> list[str]:
     """A `pm2 list`-like table of service views."""
-    header = ("name", "state", "wanted", "mode", "uptime", "↺", "last check", "found", "last error")
+    header = ("name", "state", "wanted", "mode", "uptime", "↺", "last check", "plays (new)", "last error")
     rows = [header]
     for view in views:
         rows.append((
@@ -22,11 +22,16 @@ def status_table(views: list[ServiceView]) -> list[str]:
             optional_duration(view.uptime),
             str(view.restarts),
             when(view.status.get("last_check")),
-            f"{view.status.get('tracks_found') or 0:,}",
+            plays_cell(view.status),
             view.last_error or NONE,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]) for row in rows]
+
+
+def plays_cell(status: dict[str, Any]) -> str:
+    """Plays stored from the service's source (the whole history), this session's new ones beside."""
+    return f"{status.get('plays_total') or 0:,} (+{status.get('tracks_found') or 0:,})"
 
 
 def health_lines(report: dict[str, Any]) -> list[str]:
@@ -41,6 +46,11 @@ def health_lines(report: dict[str, Any]) -> list[str]:
         )
         for name, service in report["services"].items():
             wanted = "wanted" if service["wanted"] else "not wanted"
-            lines.append(f"  {name:<13} {STATE_SYMBOL.get(service['state'], '?')} {service['state']:<16} {wanted}")
+            plays = ""
+            if service.get("plays_total") is not None:
+                plays = f"  {service['plays_total']:,} plays stored, {service.get('plays_new') or 0:,} new this session"
+            lines.append(
+                f"  {name:<13} {STATE_SYMBOL.get(service['state'], '?')} {service['state']:<16} {wanted:<10}{plays}".rstrip()
+            )
     lines += [f"  problem: {problem}" for problem in report.get("problems", [])]
     return lines

@@ -135,6 +135,17 @@ def _text(field: Any) -> str:
     return "" if field is None else str(field)
 
 
+def _mbid(field: Any) -> str | None:
+    # Last.fm sends "" for an unknown MBID; stored as unknown, not as an empty id.
+    value = field.get("mbid") if isinstance(field, dict) else field
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _mbids(track: dict) -> tuple[str | None, str | None, str | None]:
+    """The track's (recording), artist's and album's (release) MusicBrainz ids."""
+    return _mbid(track.get("mbid")), _mbid(track.get("artist")), _mbid(track.get("album"))
+
+
 def parse_recent_tracks(data: dict, user: str) -> RecentTracksPage:
     """Turn a decoded `recenttracks` answer into plays; raises KeyError/TypeError/ValueError."""
     recent = data["recenttracks"]
@@ -148,7 +159,7 @@ def parse_recent_tracks(data: dict, user: str) -> RecentTracksPage:
             now_playing = Play(SOURCE, user, 0, artist, title, album)
         elif isinstance(track.get("date"), dict):
             played_at = int(track["date"]["uts"])
-            plays.append(Play(SOURCE, user, played_at, artist, title, album))
+            plays.append(Play(SOURCE, user, played_at, artist, title, album, *_mbids(track)))
     return RecentTracksPage(
         plays=plays,
         now_playing=now_playing,

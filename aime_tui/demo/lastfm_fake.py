@@ -343,11 +343,12 @@ def _fault_response(fault: _Fault) -> Response:
 
 def _track_json(play: Play, *, now_playing: bool = False) -> dict:
     track = {
-        "artist": {"mbid": "", "#text": play.artist},
+        # Last.fm sends "" where it knows no MusicBrainz id.
+        "artist": {"mbid": play.artist_mbid or "", "#text": play.artist},
         "streamable": "0",
         "image": [],
-        "mbid": "",
-        "album": {"mbid": "", "#text": play.album},
+        "mbid": play.track_mbid or "",
+        "album": {"mbid": play.album_mbid or "", "#text": play.album},
         "name": play.title,
         "url": "https://www.last.fm/music/"
         + quote_plus(play.artist) + "/_/" + quote_plus(play.title),

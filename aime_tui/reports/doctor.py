@@ -34,7 +34,7 @@ from aime_tui.config import (
 )
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
 from aime_tui.core.instance import read_pid
-from aime_tui.reports.history import connect_read_only
+from aime_tui.store.queries import connect_read_only
 from aime_tui.services.registry import setting_hint
 from aime_tui.store.database import SCHEMA_VERSION
 

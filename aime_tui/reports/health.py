@@ -118,6 +118,9 @@ def assess(
                 "uptime": view.uptime,
                 "restarts": view.restarts,
                 "last_error": view.last_error,
+                # The whole history stored from the service's source, and this session's part.
+                "plays_total": view.status.get("plays_total"),
+                "plays_new": view.status.get("tracks_found"),
             }
             for view in views
         },

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 from aime_tui.core.model import RunState
 from aime_tui.format import duration, stamp
 from aime_tui.store.database import Transition
+from aime_tui.store.queries import connect_read_only
 
 DAY = 86400.0
 WINDOWS = (("24 h", DAY), ("7 d", 7 * DAY))
@@ -140,13 +141,6 @@ def availability(
 
 
 # -- reading the database -------------------------------------------------------------------
-
-
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that can neither create nor change the database."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    db.execute("PRAGMA query_only = 1")
-    return db
 
 
 def _columns(db: sqlite3.Connection) -> str:

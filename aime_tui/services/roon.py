@@ -238,6 +238,7 @@ class RoonTracker(Service):
             "zones": len(self._zones),
             "now_playing": self._now_playing(),
             "tracks_found": self._tracks_found,
+            "plays_total": self._store.play_total("roon"),
             "last_error": self._last_error,
         }
 
@@ -455,7 +456,11 @@ class RoonTracker(Service):
         if current.stored or not track.artist or current.listened < track.threshold:
             return None, changed
         current.stored = True
-        return Play("roon", self._account, current.played_at, track.artist, track.title, track.album), True
+        zone_name = zone.get("display_name") or zone_id
+        return Play(
+            "roon", self._account, current.played_at, track.artist, track.title, track.album,
+            zone=zone_name, length=track.length,
+        ), True
 
     def _now_playing(self) -> list[dict[str, Any]]:
         entries = []

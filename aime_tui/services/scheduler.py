@@ -39,7 +39,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
+from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
 from aime_tui.services.base import Service
 from aime_tui.services.registry import MAINTENANCE, MASSIVE, SCHEDULER_MODES, setting_hint
@@ -172,6 +172,7 @@ class CollectionScheduler(Service):
             "cursor": self._cursor_text(),
             "last_check": self.last_check,
             "tracks_found": self.tracks_found,
+            "plays_total": self.store.play_total(SOURCE),
             "last_error": self.last_error,
         }
 

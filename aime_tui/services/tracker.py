@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from aime_tui.clients.lastfm import MAX_PAGE_SIZE, LastfmClient, classify
+from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.services.base import Service
@@ -103,6 +103,7 @@ class LastfmTracker(Service):
             "interval": self._config.interval,
             "last_check": self._last_check,
             "tracks_found": self._tracks_found,
+            "plays_total": self._store.play_total(SOURCE),
             "last_error": self._last_error,
             "account": self._config.user,
             "now_playing": self._now_playing,

@@ -75,6 +75,49 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE transitions ADD COLUMN detail TEXT NOT NULL DEFAULT '';
     """,
+    # 3: what the sources say of a play beyond artist and title (NULL where they did not
+    # say: rows stored before keep NULL); indexes for export and stats; a full-text index
+    # of artist, title and album and the plays stored per source, both kept exact by
+    # triggers whatever writes the plays table.
+    """
+    ALTER TABLE plays ADD COLUMN track_mbid TEXT;
+    ALTER TABLE plays ADD COLUMN artist_mbid TEXT;
+    ALTER TABLE plays ADD COLUMN album_mbid TEXT;
+    ALTER TABLE plays ADD COLUMN zone TEXT;
+    ALTER TABLE plays ADD COLUMN length REAL;
+    CREATE INDEX IF NOT EXISTS plays_by_source_time ON plays (source, played_at);
+    CREATE INDEX IF NOT EXISTS plays_by_artist ON plays (artist_key, title_key);
+    CREATE VIRTUAL TABLE plays_search USING fts5 (
+        artist, title, album, content = 'plays', content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO plays_search (plays_search) VALUES ('rebuild');
+    CREATE TABLE play_totals (
+        source TEXT PRIMARY KEY,
+        plays  INTEGER NOT NULL
+    );
+    INSERT INTO play_totals (source, plays) SELECT source, COUNT(*) FROM plays GROUP BY source;
+    CREATE TRIGGER plays_search_insert AFTER INSERT ON plays BEGIN
+        INSERT INTO plays_search (rowid, artist, title, album) VALUES (new.id, new.artist, new.title, new.album);
+        INSERT INTO play_totals (source, plays) VALUES (new.source, 1)
+            ON CONFLICT (source) DO UPDATE SET plays = plays + 1;
+    END;
+    CREATE TRIGGER plays_search_delete AFTER DELETE ON plays BEGIN
+        INSERT INTO plays_search (plays_search, rowid, artist, title, album)
+            VALUES ('delete', old.id, old.artist, old.title, old.album);
+        UPDATE play_totals SET plays = plays - 1 WHERE source = old.source;
+    END;
+    CREATE TRIGGER play_totals_update AFTER UPDATE OF source ON plays BEGIN
+        UPDATE play_totals SET plays = plays - 1 WHERE source = old.source;
+        INSERT INTO play_totals (source, plays) VALUES (new.source, 1)
+            ON CONFLICT (source) DO UPDATE SET plays = plays + 1;
+    END;
+    CREATE TRIGGER plays_search_update AFTER UPDATE OF artist, title, album ON plays BEGIN
+        INSERT INTO plays_search (plays_search, rowid, artist, title, album)
+            VALUES ('delete', old.id, old.artist, old.title, old.album);
+        INSERT INTO plays_search (rowid, artist, title, album) VALUES (new.id, new.artist, new.title, new.album);
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -108,6 +151,13 @@ class Play:
     artist: str
     title: str
     album: str = ""
+    #: MusicBrainz ids, as Last.fm gives them (None where it gives none).
+    track_mbid: str | None = None
+    artist_mbid: str | None = None
+    album_mbid: str | None = None
+    #: The Roon zone it played in, and the track's length in seconds.
+    zone: str | None = None
+    length: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +191,8 @@ class Store:
         self._write_lock = asyncio.Lock()
         #: Where an unreadable database was moved on open, if it was.
         self.moved_aside: Path | None = None
+        #: Plays stored per source (the whole history), as of the last write.
+        self._totals: dict[str, int] = {}
 
     @classmethod
     async def open(
@@ -174,6 +226,7 @@ class Store:
                 await self._db.execute("PRAGMA journal_mode = WAL")
                 await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 await self._migrate()
+                self._totals = await _read_totals(self._db)
                 return
             except _Corrupt as exc:
                 await self.close()
@@ -266,9 +319,8 @@ class Store:
         for target in range(version + 1, SCHEMA_VERSION + 1):
 
             async def migrate(db: aiosqlite.Connection, target: int = target) -> None:
-                for statement in MIGRATIONS[target - 1].split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
+                for statement in _statements(MIGRATIONS[target - 1]):
+                    await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {target}")
 
             await self.write(migrate, durable=True)
@@ -408,25 +460,34 @@ class Store:
         now = self._clock()
         rows = [
             (p.source, p.account, int(p.played_at), p.artist, p.title, p.album,
-             normalise(p.artist), normalise(p.title), now)
+             normalise(p.artist), normalise(p.title), now, p.track_mbid, p.artist_mbid,
+             p.album_mbid, p.zone, p.length)
             for p in plays
         ]
         if not rows and cursor is None:
             return 0
 
-        async def insert(db: aiosqlite.Connection) -> int:
-            before = db.total_changes
-            await db.executemany(
+        async def insert(db: aiosqlite.Connection) -> tuple[int, dict[str, int]]:
+            # rowcount, not total_changes: the triggers' own rows are not plays.
+            inserted = await db.executemany(
                 "INSERT OR IGNORE INTO plays (source, account, played_at, artist, title, album,"
-                " artist_key, title_key, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " artist_key, title_key, stored_at, track_mbid, artist_mbid, album_mbid, zone,"
+                " length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            added = db.total_changes - before
+            added = max(inserted.rowcount, 0)
+            await inserted.close()
             if cursor is not None:
                 await _upsert_cursor(db, *cursor, now)
-            return added
+            totals = await _read_totals(db) if added else self._totals
+            return added, totals
 
-        return await self.write(insert)
+        added, self._totals = await self.write(insert)
+        return added
+
+    def play_total(self, source: str) -> int:
+        """Plays stored from `source`, the whole history (kept by the store, no query)."""
+        return self._totals.get(source, 0)
 
     async def count_plays(self, source: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM plays", ()
@@ -484,6 +545,22 @@ class Store:
         destination.parent.mkdir(parents=True, exist_ok=True)
         async with self._write_lock:
             await self.db.execute("VACUUM INTO ?", (str(destination),))
+
+
+async def _read_totals(db: aiosqlite.Connection) -> dict[str, int]:
+    async with db.execute("SELECT source, plays FROM play_totals") as cursor:
+        return {source: plays for source, plays in await cursor.fetchall()}
+
+
+def _statements(script: str) -> Iterable[str]:
+    """The statements of a migration, whole: a trigger's body holds semicolons too."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 async def _configure(db: aiosqlite.Connection, busy_ms: int) -> None:

@@ -21,7 +21,7 @@ COLUMNS = (
     ("want", "Want", 4),
     ("mode", "Mode", 11),
     ("last_check", "Last check", 11),
-    ("found", "Found", 9),
+    ("plays", "Plays", 9),
     ("restarts", "↺", 3),
 )
 
@@ -38,7 +38,8 @@ def row_cells(view: ServiceView, now: float | None = None) -> dict[str, Any]:
         "want": "on" if view.wanted else "off",
         "mode": view.mode or "–",
         "last_check": when(status.get("last_check"), now),
-        "found": f"{status.get('tracks_found') or 0:,}",
+        # The whole history stored from the service's source; this session's are in the detail.
+        "plays": f"{status.get('plays_total') or 0:,}",
         "restarts": str(view.restarts),
     }
 
@@ -56,6 +57,11 @@ def now_playing_text(status: dict[str, Any]) -> str:
             f" ({track_position(zone.get('seek'))} / {track_position(zone.get('length'))}){paused}"
         )
     return " · ".join(parts) if parts else "nothing playing"
+
+
+def plays_text(status: dict[str, Any]) -> str:
+    """'61,204 plays stored, 200 new this session': the whole history, then this session's."""
+    return f"{status.get('plays_total') or 0:,} plays stored, {status.get('tracks_found') or 0:,} new this session"
 
 
 def detail_text(view: ServiceView, now: float | None = None) -> str:
@@ -88,6 +94,8 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
             facts.append(f"catching up every {duration(status['catchup_every'])}")
         if status.get("next_run"):
             facts.append(f"next run {when(status['next_run'], now)}")
+    if "plays_total" in status:
+        facts.append(plays_text(status))
     if status.get("last_error"):
         facts.append(f"last error: {status['last_error']}")
     return " · ".join(facts)
