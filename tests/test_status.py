@@ -31,4 +31,4 @@ def test_status_without_an_instance_shows_the_saved_states_as_the_instance_would
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("no running instance on ")
     tracker = next(line for line in lines if line.startswith("tracker "))
-    assert tracker.split() == ["tracker", "○", "stopped", "off", "–", "–", "0", "–", "0", "–"]
+    assert tracker.split() == ["tracker", "○", "stopped", "off", "–", "–", "0", "–", "0", "(+0)", "–"]
