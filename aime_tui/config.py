@@ -6,9 +6,11 @@ first-launch defaults. Secrets are kept here and masked wherever they are shown.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -82,6 +84,8 @@ class Config:
     restore_timeout: float = 3.0
     demo: bool = False
     demo_faults: bool = True
+    #: Unknown sections and keys found in the file, each with the nearest known key.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def db_path(self) -> Path:
@@ -135,14 +139,80 @@ def _parse_bool(value: object, where: str) -> bool:
     raise ConfigError(f"{where}: expected true or false, got {value!r}")
 
 
-def _parse_number(value: object, where: str, *, minimum: float) -> float:
+@dataclass(frozen=True)
+class NumberRule:
+    """The allowed range of one numeric setting."""
+
+    minimum: float
+    maximum: float
+    integer: bool = False
+    unit: str = " s"
+
+    def allowed(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        return f"{kind} from {self.minimum:g} to {self.maximum:g}{self.unit}"
+
+
+# Every numeric setting, (section, key) → its range: one row each, checked the same way.
+NUMBER_RULES: dict[tuple[str, str], NumberRule] = {
+    ("lastfm", "interval"): NumberRule(1, 86_400),
+    ("roon", "port"): NumberRule(1, 65_535, integer=True, unit=""),
+    ("scheduler", "catchup_interval"): NumberRule(1, 7 * 86_400),
+    ("scheduler", "backfill_interval"): NumberRule(0.05, 3_600),
+    ("restore", "timeout"): NumberRule(0.1, 300),
+}
+# Sections whose keys are not the fields of one of Config's dataclass sections.
+EXTRA_SECTIONS: dict[str, tuple[str, ...]] = {"restore": ("timeout",)}
+
+
+def _parse_number(value: object, where: str, rule: NumberRule) -> float:
+    """A finite number within the rule's range, or a ConfigError naming where and the range."""
+    problem = f"{where}: expected {rule.allowed()}, got {value!r}"
+    if isinstance(value, bool):
+        raise ConfigError(problem)
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{where}: must be at least {minimum:g}, got {number:g}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(problem) from None
+    if not math.isfinite(number) or not rule.minimum <= number <= rule.maximum:
+        raise ConfigError(problem)
+    if rule.integer and number != int(number):
+        raise ConfigError(problem)
     return number
+
+
+def known_keys() -> dict[str, tuple[str, ...]]:
+    """Each config section and its keys: the fields of Config's section dataclasses."""
+    sections: dict[str, tuple[str, ...]] = {}
+    for item in fields(Config):
+        factory = item.default_factory
+        if factory is not MISSING and is_dataclass(factory):
+            sections[item.name] = tuple(sub.name for sub in fields(factory))
+    sections.update(EXTRA_SECTIONS)
+    return sections
+
+
+def unknown_key_warnings(data: dict, path: Path) -> tuple[str, ...]:
+    """One line per unknown section or key, with the nearest known one when there is one."""
+    known = known_keys()
+    warnings = []
+
+    def nearest(name: str, choices) -> str:
+        close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+        return f" (did you mean {close[0]}?)" if close else ""
+
+    for section, keys in data.items():
+        if section not in known:
+            warnings.append(f"{path}: unknown section [{section}] ignored{nearest(section, known)}")
+            continue
+        if not isinstance(keys, dict):
+            continue
+        for key in keys:
+            if key not in known[section]:
+                warnings.append(
+                    f"{path} [{section}]: unknown key {key!r} ignored{nearest(key, known[section])}"
+                )
+    return tuple(warnings)
 
 
 def _parse_mode(value: object, where: str) -> str:
@@ -213,22 +283,20 @@ def load_config(
     def where(target: dict, section: str, key: str) -> str:
         return sources.get((id(target), key), f"{config_path} [{section}] {key}")
 
+    def number(target: dict, section: str, key: str, default: float) -> float:
+        rule = NUMBER_RULES[section, key]
+        return _parse_number(target.get(key, default), where(target, section, key), rule)
+
     lastfm = LastfmConfig(
         api_url=str(lastfm_raw.get("api_url", DEFAULT_LASTFM_URL)),
         api_key=str(lastfm_raw.get("api_key", "")),
         user=str(lastfm_raw.get("user", "")),
-        interval=_parse_number(
-            lastfm_raw.get("interval", 120), where(lastfm_raw, "lastfm", "interval"), minimum=1
-        ),
+        interval=number(lastfm_raw, "lastfm", "interval", 120),
         enabled=_parse_bool(lastfm_raw.get("enabled", True), where(lastfm_raw, "lastfm", "enabled")),
     )
     roon = RoonConfig(
         host=str(roon_raw.get("host", "")),
-        port=int(
-            _parse_number(
-                roon_raw.get("port", DEFAULT_ROON_PORT), where(roon_raw, "roon", "port"), minimum=1
-            )
-        ),
+        port=int(number(roon_raw, "roon", "port", DEFAULT_ROON_PORT)),
         enabled=_parse_bool(roon_raw.get("enabled", True), where(roon_raw, "roon", "enabled")),
     )
     scheduler = SchedulerConfig(
@@ -238,20 +306,10 @@ def load_config(
         mode=_parse_mode(
             scheduler_raw.get("mode", "MAINTENANCE"), where(scheduler_raw, "scheduler", "mode")
         ),
-        catchup_interval=_parse_number(
-            scheduler_raw.get("catchup_interval", 900),
-            where(scheduler_raw, "scheduler", "catchup_interval"),
-            minimum=1,
-        ),
-        backfill_interval=_parse_number(
-            scheduler_raw.get("backfill_interval", 2),
-            where(scheduler_raw, "scheduler", "backfill_interval"),
-            minimum=0.05,
-        ),
+        catchup_interval=number(scheduler_raw, "scheduler", "catchup_interval", 900),
+        backfill_interval=number(scheduler_raw, "scheduler", "backfill_interval", 2),
     )
-    restore_timeout = _parse_number(
-        restore_raw.get("timeout", 3.0), where(restore_raw, "restore", "timeout"), minimum=0.1
-    )
+    restore_timeout = number(restore_raw, "restore", "timeout", 3.0)
 
     if data_dir is None:
         data_dir = Path(env["AIME_DATA_DIR"]) if env.get("AIME_DATA_DIR") else None
@@ -267,6 +325,7 @@ def load_config(
         restore_timeout=restore_timeout,
         demo=demo,
         demo_faults=_parse_bool(env.get("AIME_DEMO_FAULTS", "1"), "AIME_DEMO_FAULTS"),
+        warnings=unknown_key_warnings(data, config_path),
     )
 
 

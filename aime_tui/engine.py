@@ -21,13 +21,14 @@ from aime_tui.config import SOCKET_FILE, Config, ConfigError, load_config
 from aime_tui.control.protocol import RECENT_LOG_LINES
 from aime_tui.control.server import ControlServer
 from aime_tui.core.bus import EventBus
+from aime_tui.core.files import UnsafeDataDir, ensure_private_dir, tighten
 from aime_tui.core.model import LogEvent, RestoreSummary
 from aime_tui.core.ports import EngineHost
 from aime_tui.core.supervisor import Supervisor
 from aime_tui.core.wake import WakeDetector
 from aime_tui.services.base import Service
 from aime_tui.services.registry import build_services
-from aime_tui.store.database import Store
+from aime_tui.store.database import Store, StoreError
 
 if TYPE_CHECKING:
     from aime_tui.demo.environment import DemoEnvironment
@@ -75,7 +76,11 @@ class Engine(EngineHost):
 
             self.demo = DemoEnvironment(faults=self.config.demo_faults)
             self.config = await self.demo.start(self.config)
+        self._secure_data_dir()
+        for warning in self.config.warnings:
+            self._notice(warning, logging.WARNING)
         self.store = await Store.open(self.config.db_path, clock=self._wall, on_wait=self._waiting_for_lock)
+        self.store.say = self._notice
         if self.store.moved_aside is not None:
             self._notice(
                 f"the database was unreadable: moved aside to {self.store.moved_aside}; "
@@ -101,6 +106,18 @@ class Engine(EngineHost):
         await self.supervisor.load()
         await self._serve_control()
         return self.supervisor
+
+    def _secure_data_dir(self) -> None:
+        """Refuse a data directory others own or can write; narrow modes wider than private."""
+        try:
+            ensure_private_dir(self.config.data_dir)
+        except UnsafeDataDir as exc:
+            raise StoreError(str(exc)) from None
+        changed = tighten(self.config.data_dir)
+        if changed:
+            self._notice(
+                f"made private (others could read them): {', '.join(changed)}", logging.WARNING
+            )
 
     async def _serve_control(self) -> None:
         """Answer a second shell on aime.sock; an instance without it still runs."""
@@ -138,6 +155,9 @@ class Engine(EngineHost):
         except ConfigError as exc:
             self._notice(f"{exc} (keeping the settings read before)", logging.ERROR)
             return
+        for warning in fresh.warnings:
+            if warning not in self.config.warnings:
+                self._notice(warning, logging.WARNING)
         self.config = fresh
         assert self.supervisor is not None
         self.supervisor.restore_timeout = fresh.restore_timeout

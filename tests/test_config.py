@@ -67,11 +67,11 @@ def test_the_demo_gets_its_own_data_dir(tmp_path):
     [
         ("[lastfm\n", {}, "not valid TOML"),
         ('[scheduler]\nmode = "TURBO"\n', {}, "[scheduler] mode: expected MAINTENANCE or MASSIVE"),
-        ("[restore]\ntimeout = -1\n", {}, "[restore] timeout: must be at least 0.1"),
-        ("[roon]\nport = \"abc\"\n", {}, "[roon] port: expected a number"),
+        ("[restore]\ntimeout = -1\n", {}, "[restore] timeout: expected a number from 0.1 to 300 s, got -1"),
+        ("[roon]\nport = \"abc\"\n", {}, "[roon] port: expected a whole number from 1 to 65535"),
         ("lastfm = 3\n", {}, "[lastfm] must be a table"),
         ("", {"AIME_ENABLE_SCHEDULER": "perhaps"}, "AIME_ENABLE_SCHEDULER: expected true or false"),
-        ("", {"AIME_RESTORE_TIMEOUT": "soon"}, "AIME_RESTORE_TIMEOUT: expected a number"),
+        ("", {"AIME_RESTORE_TIMEOUT": "soon"}, "AIME_RESTORE_TIMEOUT: expected a number from 0.1 to 300 s"),
     ],
 )
 def test_bad_values_name_where_they_came_from(tmp_path, text, env, message):
@@ -139,3 +139,59 @@ def test_init_writes_a_parseable_template_and_never_overwrites(tmp_path):
     assert load_config(config_path=path, data_dir=tmp_path, env={}).scheduler.mode == "MAINTENANCE"
     with pytest.raises(ConfigError, match="already exists"):
         write_config_template(path)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, allowed",
+    [
+        ("roon", "port", "inf", "a whole number from 1 to 65535"),
+        ("roon", "port", "99999999999", "a whole number from 1 to 65535"),
+        ("roon", "port", "0", "a whole number from 1 to 65535"),
+        ("roon", "port", "9330.5", "a whole number from 1 to 65535"),
+        ("roon", "port", "true", "a whole number from 1 to 65535"),
+        ("roon", "port", "1" + "0" * 400, "a whole number from 1 to 65535"),
+        ("lastfm", "interval", "nan", "a number from 1 to 86400 s"),
+        ("lastfm", "interval", "-inf", "a number from 1 to 86400 s"),
+        ("scheduler", "catchup_interval", "0", "a number from 1 to 604800 s"),
+        ("scheduler", "backfill_interval", "1e9", "a number from 0.05 to 3600 s"),
+        ("restore", "timeout", "inf", "a number from 0.1 to 300 s"),
+        ("restore", "timeout", "nan", "a number from 0.1 to 300 s"),
+        ("restore", "timeout", "1e9", "a number from 0.1 to 300 s"),
+        ("restore", "timeout", '"soon"', "a number from 0.1 to 300 s"),
+    ],
+)
+def test_every_number_is_checked_for_type_finiteness_and_range(tmp_path, section, key, value, allowed):
+    path = write(tmp_path / "c.toml", f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_path=path, data_dir=tmp_path, env={})
+    message = str(caught.value)
+    assert message.startswith(f"{path} [{section}] {key}: expected {allowed}, got ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e9", "0.01"])
+def test_the_restore_timeout_from_the_environment_is_bounded_too(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"^AIME_RESTORE_TIMEOUT: expected a number from 0.1 to 300 s"):
+        load_config(config_path=tmp_path / "none.toml", data_dir=tmp_path, env={"AIME_RESTORE_TIMEOUT": value})
+
+
+def test_the_edges_of_each_range_are_accepted(tmp_path):
+    path = write(tmp_path / "c.toml", "[roon]\nport = 65535\n[restore]\ntimeout = 300\n[lastfm]\ninterval = 1\n")
+    config = load_config(config_path=path, data_dir=tmp_path, env={})
+    assert (config.roon.port, config.restore_timeout, config.lastfm.interval) == (65535, 300.0, 1.0)
+
+
+def test_unknown_sections_and_keys_are_warned_about_with_the_nearest_known_one(tmp_path):
+    path = write(tmp_path / "c.toml", '[lastfm]\napi_kee = "k"\nuser = "u"\n[bogus]\nx = 1\n[sheduler]\nmode = "MASSIVE"\n')
+    config = load_config(config_path=path, data_dir=tmp_path, env={})
+    assert config.lastfm.user == "u"  # a warning, not a refusal
+    assert config.warnings == (
+        f"{path} [lastfm]: unknown key 'api_kee' ignored (did you mean api_key?)",
+        f"{path}: unknown section [bogus] ignored",
+        f"{path}: unknown section [sheduler] ignored (did you mean scheduler?)",
+    )
+
+
+def test_a_file_with_only_known_keys_has_no_warnings(tmp_path):
+    path = write(tmp_path / "c.toml", CONFIG_TEMPLATE)
+    assert load_config(config_path=path, data_dir=tmp_path, env={}).warnings == ()

@@ -445,21 +445,20 @@ async def test_a_failures_own_words_are_kept_beside_its_transition(db_path):
     assert ("alpha", "running", "launch", "") in rows
 
 
-async def test_a_wake_that_cannot_reopen_the_database_still_restores(db_path):
+async def test_a_wake_after_the_database_was_replaced_restores_into_a_fresh_one(db_path):
     services = [ScriptedService(n) for n in NAMES]
     store, supervisor = await open_supervisor(db_path, services)
     await supervisor.restore()
-    logged = []
-    supervisor.subscribe(lambda event: isinstance(event, LogEvent) and logged.append(event.text))
+    said = []
+    store.say = lambda text, level: said.append(text)
     moved = db_path.with_name("moved.db")
     db_path.rename(moved)
-    db_path.mkdir()  # the file is gone where a new connection would look
+    db_path.mkdir()  # the file is gone where the next launch will look
     summary = await supervisor.wake()
     assert sorted(summary.succeeded) == sorted(NAMES)
-    assert any("cannot reopen database" in text and "carrying on" in text for text in logged)
-    await supervisor.stop("alpha")  # acknowledged through the connection it kept
-    db_path.rmdir()
-    moved.rename(db_path)
+    assert any("was replaced while in use: moved aside to" in text for text in said)
+    await supervisor.stop("alpha")  # acknowledged in the file the next launch reads
     await close(store, supervisor)
     with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT is_active FROM service_states WHERE service_name = 'alpha'").fetchone() == (0,)
+        rows = dict(db.execute("SELECT service_name, is_active FROM service_states").fetchall())
+    assert rows == {name: int(name != "alpha") for name in NAMES}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
+import os
+import sqlite3
 import sys
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from aime_tui import __version__
@@ -27,8 +29,10 @@ from aime_tui.config import (
     write_config_template,
 )
 from aime_tui.control.client import ControlError, Unreachable
+from aime_tui.core.files import UnsafeDataDir, ensure_private_dir
 from aime_tui.core.instance import AlreadyRunning, InstanceLock
 from aime_tui.services.registry import SERVICE_NAMES, moded_service
+from aime_tui.core.logfile import PrivateLogHandler
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_BYTES = 1_000_000
@@ -118,7 +122,7 @@ def _positive(text: str) -> int:
 
 def setup_logging(config: Config, *, to_stderr: bool) -> None:
     handlers: list[logging.Handler] = [
-        RotatingFileHandler(config.log_path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+        PrivateLogHandler(config.log_path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
     ]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -129,8 +133,13 @@ def setup_logging(config: Config, *, to_stderr: bool) -> None:
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
+# Files aime-tui creates are its owner's alone, whatever umask the shell had.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     if args.command == "doctor":
         # Before loading the config: a config that does not parse is one of its findings.
         return cmd_doctor(args)
@@ -146,30 +155,52 @@ def main(argv: list[str] | None = None) -> int:
             return fail(str(exc))
         print(f"wrote {config.config_path}: fill in [lastfm] and [roon], then run aime-tui")
         return 0
+    try:
+        # Refused before anything is read or written there (OpenSSH's StrictModes).
+        ensure_private_dir(config.data_dir, create=args.command is None)
+    except UnsafeDataDir as exc:
+        return fail(str(exc))
     if args.command is not None:
-        return COMMANDS[args.command](args, config)
+        return _run_command(args, config)
 
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         lock = InstanceLock(config.lock_path).acquire()
     except AlreadyRunning as exc:
         if not args.headless and _answers(config):
             return run_attached(config)
         return fail(str(exc), EXIT_FAILED)
     except OSError as exc:
-        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+        return fail(_cannot_use(exc, config))
     try:
         # Only the instance holding the data directory writes (and rotates) aime.log.
         setup_logging(config, to_stderr=args.headless)
     except OSError as exc:
         lock.release()
-        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+        return fail(_cannot_use(exc, config))
     try:
         if args.headless:
             return asyncio.run(run_headless(config))
         return run_dashboard(config)
     finally:
         lock.release()
+
+
+def _run_command(args, config: Config) -> int:
+    """A subcommand; a file it cannot use (unreadable, not ours) ends in one line, never a traceback."""
+    try:
+        return COMMANDS[args.command](args, config)
+    except OSError as exc:
+        return fail(_cannot_use(exc, config), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        return fail(f"cannot read {config.db_path}: {exc}", EXIT_FAILED)
+
+
+def _cannot_use(exc: OSError, config: Config) -> str:
+    where = exc.filename or config.data_dir
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        why = "it is a symlink, and aime-tui never writes through one; remove it"
+    return f"cannot use {where}: {why}"
 
 
 def run_dashboard(config: Config) -> int:

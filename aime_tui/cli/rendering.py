@@ -53,4 +53,6 @@ def health_lines(report: dict[str, Any]) -> list[str]:
                 f"  {name:<13} {STATE_SYMBOL.get(service['state'], '?')} {service['state']:<16} {wanted:<10}{plays}".rstrip()
             )
     lines += [f"  problem: {problem}" for problem in report.get("problems", [])]
+    if "uptime" in report and report["database"].get("recovered"):
+        lines.append(f"  database: {report['database']['recovered']}")
     return lines

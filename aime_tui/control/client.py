@@ -1,20 +1,27 @@
 """The control client: the blocking side the CLI uses to ask a running instance.
 
 Also answers whether an instance holds the data directory at all (its lock), without
-writing anything.
+writing anything. Nothing is sent to a socket that is not the user's own (the file's
+owner, then the peer's uid); a socket whose backlog is full is tried again briefly.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
-from aime_tui.control.protocol import CLIENT_TIMEOUT, MAX_LINE, encode
+from aime_tui.control.protocol import CLIENT_TIMEOUT, MAX_LINE, encode, peer_uid
+
+# A listener with a full backlog answers EAGAIN: try again for this long, this often.
+BUSY_RETRY_FOR = 3.0
+BUSY_RETRY_EVERY = 0.01
 
 
 def instance_running(lock_path: Path) -> bool:
@@ -42,13 +49,40 @@ class Unreachable(Exception):
     """No instance answers on the socket (missing, refused, dead file, or timed out)."""
 
 
+def _check_owner(path: Path) -> None:
+    """Refuse a socket file that is not the user's own (planted in a directory others can write)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise Unreachable(f"no control socket at {path}") from None
+    except OSError as exc:
+        raise Unreachable(f"cannot use {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise Unreachable(f"{path} is not a socket: not sending anything to it")
+    if info.st_uid != os.geteuid():
+        raise Unreachable(f"{path} belongs to uid {info.st_uid}, not to you: not sending anything to it")
+
+
+def _connect(conn: socket.socket, path: Path, deadline: float) -> None:
+    busy_until = min(deadline, time.monotonic() + BUSY_RETRY_FOR)
+    while True:
+        try:
+            conn.connect(str(path))
+            return
+        except BlockingIOError as exc:  # EAGAIN: the backlog is full, for now
+            if exc.errno != errno.EAGAIN or time.monotonic() >= busy_until:
+                raise
+            time.sleep(BUSY_RETRY_EVERY)
+
+
 def request(path: Path, message: dict[str, Any], *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
     """Send one request and return the answer (without "ok"); raise ControlError if it says no."""
     deadline = time.monotonic() + timeout
+    _check_owner(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         try:
-            conn.connect(str(path))
+            _connect(conn, path, deadline)
         except FileNotFoundError:
             raise Unreachable(f"no control socket at {path}") from None
         except ConnectionRefusedError:
@@ -57,6 +91,10 @@ def request(path: Path, message: dict[str, Any], *, timeout: float = CLIENT_TIME
             raise Unreachable(f"{path} did not accept a connection within {timeout:.0f} s") from None
         except OSError as exc:
             raise Unreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        # The file may have been swapped since it was checked: the peer itself must be ours.
+        uid = peer_uid(conn)
+        if uid != os.geteuid():
+            raise Unreachable(f"{path} is served by uid {uid}, not by you: not sending anything to it")
         try:
             conn.sendall(encode(message))
             answer = _read_line(conn, deadline)

@@ -20,6 +20,8 @@ form. Requests look like `{"cmd": "start", "service": "tracker"}`; every answer 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from dataclasses import asdict
 from typing import Any
 
@@ -32,6 +34,8 @@ from aime_tui.core.model import (
 )
 
 MAX_LINE = 64 * 1024
+# Clients the socket holds waiting to be accepted (500 at once must not see EAGAIN).
+BACKLOG = 1024
 # A client that connects and says nothing is dropped after this long.
 REQUEST_TIMEOUT = 5.0
 # Longest a command may take before the server answers with an error instead.
@@ -44,6 +48,13 @@ RECENT_LOG_LINES = 200
 CLIENT_TIMEOUT = 10.0
 # A wake stops and restores every wanted service: allow for both timeouts and more.
 WAKE_CLIENT_TIMEOUT = 30.0
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
 
 
 # -- wire format ------------------------------------------------------------------------

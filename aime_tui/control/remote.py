@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from aime_tui.config import SOCKET_FILE, Config
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.control.protocol import (
+    peer_uid,
     CLIENT_TIMEOUT,
     MAX_LINE,
     WAKE_CLIENT_TIMEOUT,
@@ -81,6 +83,7 @@ class RemoteSupervisor(ServiceControl):
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), CLIENT_TIMEOUT
         )
+        _check_peer(writer, self.path)
         try:
             writer.write(encode({"cmd": "subscribe"}))
             first = await self._read(reader)
@@ -243,6 +246,7 @@ class RemoteSupervisor(ServiceControl):
         """One request on its own connection: Unreachable if no answer, ControlError if refused."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), timeout)
+            _check_peer(writer, self.path)
         except (OSError, asyncio.TimeoutError) as exc:
             raise Unreachable(f"the instance does not answer on {self.path}: {exc}") from None
         try:
@@ -363,3 +367,11 @@ class RemoteEngine(EngineHost):
         if self.supervisor is not None:
             await self.supervisor.close()
             self.supervisor = None
+
+
+def _check_peer(writer: asyncio.StreamWriter, path: Path) -> None:
+    """Send nothing to an instance that is not the user's own (a swapped socket)."""
+    uid = peer_uid(writer.get_extra_info("socket"))
+    if uid != os.geteuid():
+        writer.close()
+        raise PermissionError(f"{path} is served by uid {uid}, not by you")

@@ -2,9 +2,11 @@
 
 Every running instance (dashboard or headless) serves its engine here, speaking the
 protocol of protocol.py: a subscriber hears everything on the engine's event bus, the
-engine's notices included, as an in-process dashboard does. The socket file is created mode 0600 in the data directory: only
-its owner may talk to it. Both sides time out, so neither a stuck peer nor a slow command
-hangs the other. No Textual here.
+engine's notices included, as an in-process dashboard does. The socket file is created
+mode 0600 in the data directory, and each peer's uid is checked (SO_PEERCRED): only its
+owner may talk to it. Both sides time out, so neither a stuck peer nor a slow command
+hangs the other. A malformed request (not JSON, too long, nested too deep) gets an answer
+saying so, and is nobody's error but the sender's. No Textual here.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aime_tui.control.protocol import (
+    BACKLOG,
     COMMAND_TIMEOUT,
     MAX_LINE,
     REQUEST_TIMEOUT,
     SUBSCRIBER_BACKLOG,
     WRITE_TIMEOUT,
     encode,
+    peer_uid,
     event_to_wire,
     summary_to_wire,
     view_to_wire,
@@ -73,9 +77,12 @@ class ControlServer:
             os.fchmod(listener.fileno(), 0o600)
             listener.bind(str(self.path))
             os.chmod(self.path, 0o600)
-            listener.listen(16)
+            listener.listen(BACKLOG)
             listener.setblocking(False)
-            self._server = await asyncio.start_unix_server(self._serve, sock=listener, limit=MAX_LINE)
+            # The backlog again: asyncio listens once more, with its own default of 100.
+            self._server = await asyncio.start_unix_server(
+                self._serve, sock=listener, limit=MAX_LINE, backlog=BACKLOG
+            )
         except BaseException:
             listener.close()
             self.path.unlink(missing_ok=True)
@@ -118,25 +125,34 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            if uid not in (os.geteuid(), 0):
+                log.warning("control socket: refused a connection from uid %s", uid)
+                await self._send(writer, {"ok": False, "error": f"refused: uid {uid} does not own this instance"})
+                return
             while True:
                 try:
                     line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
-                except (asyncio.TimeoutError, ValueError, ConnectionError):
-                    return  # silent, too long a line, or gone
+                except (asyncio.TimeoutError, ConnectionError):
+                    return  # silent, or gone
+                except ValueError:  # longer than MAX_LINE: the rest of it is unread
+                    await self._send(writer, {"ok": False, "error": f"bad request: longer than {MAX_LINE} bytes"})
+                    return
                 if not line:
                     return
                 try:
                     request = json.loads(line)
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
-                except ValueError as exc:
-                    await self._send(writer, {"ok": False, "error": f"bad request: {exc}"})
+                except (ValueError, RecursionError) as exc:
+                    why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                    await self._send(writer, {"ok": False, "error": f"bad request: {why}"})
                     return
                 if request.get("cmd") == "subscribe":
                     await self._stream(writer)
                     return
                 await self._send(writer, await self._answer(request))
-        except (ConnectionError, asyncio.TimeoutError):
+        except (ConnectionError, asyncio.TimeoutError, OSError):
             pass
         finally:
             writer.close()

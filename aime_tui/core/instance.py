@@ -10,6 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from aime_tui.core.files import PRIVATE_FILE, make_private
+
 
 class AlreadyRunning(Exception):
     def __init__(self, path: Path, pid: int | None) -> None:
@@ -24,12 +26,16 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> "InstanceLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
         try:
+            make_private(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise AlreadyRunning(self.path, read_pid(self.path)) from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -36,7 +36,7 @@ from aime_tui.core.model import (
 )
 from aime_tui.format import duration
 from aime_tui.services.base import Service
-from aime_tui.store.database import Store, StoreError
+from aime_tui.store.database import DiskFull, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,8 @@ class Supervisor(ServiceControl):
             self._set_state(record, RunState.NEEDS_ATTENTION, "error")
             self._log(f"{name} needs attention: {why}", logging.ERROR, name)
             return why
-        if not isinstance(failure, (TimeoutError, RetryAfter, OSError)):
+        # A fault the user can fix (a full disk, a file) is a line, not a traceback.
+        if not isinstance(failure, (TimeoutError, RetryAfter, OSError, StoreError)):
             log.error("%s failed", name, exc_info=failure)
         if isinstance(failure, RetryAfter):
             delay = failure.delay
@@ -418,7 +419,9 @@ class Supervisor(ServiceControl):
         record.retry_at = self._clock() + delay
         record.retry_timer = asyncio.get_running_loop().call_later(delay, self._retry, record)
         self._set_state(record, RunState.BACKOFF, "backoff")
-        self._log(f"{name}: {why}, retry in {duration(delay)}", logging.WARNING, name)
+        # A full disk is said (then counted) by the store; each retry is not news.
+        if not isinstance(failure, DiskFull):
+            self._log(f"{name}: {why}, retry in {duration(delay)}", logging.WARNING, name)
         return why
 
     def _retry(self, record: _Record) -> None:
@@ -530,6 +533,8 @@ class Supervisor(ServiceControl):
                 return
             try:
                 await self.store.record_transition(*item)
+            except DiskFull:
+                pass  # said and counted by the store
             except Exception as exc:
                 log.warning("could not record transition %s: %s", item, exc)
 

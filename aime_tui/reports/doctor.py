@@ -33,6 +33,7 @@ from aime_tui.config import (
     load_config,
 )
 from aime_tui.control.client import ControlError, Unreachable, instance_running, request
+from aime_tui.core.files import UnsafeDataDir, ensure_private_dir, own_files
 from aime_tui.core.instance import read_pid
 from aime_tui.store.queries import connect_read_only
 from aime_tui.services.registry import setting_hint
@@ -96,6 +97,8 @@ def check_config(config_path: Path, env: Mapping[str, str], data_dir: Path | Non
         return Check(FAIL, f"config: {exc}", f"edit {config_path}, or move it away and run `aime-tui init`"), None
     if not config_path.exists():
         return Check(WARN, f"config {config_path} not found: defaults and AIME_* variables apply", "`aime-tui init` writes one to fill in"), config
+    if config.warnings:
+        return Check(WARN, "config: " + "; ".join(config.warnings), f"fix the names in {config_path}"), config
     return Check(OK, f"config {config_path} parses"), config
 
 
@@ -129,6 +132,28 @@ def check_directory(label: str, directory: Path) -> Check:
     return Check(OK, f"{label} {directory} does not exist yet: it will be created")
 
 
+def check_private(data_dir: Path) -> list[Check]:
+    """The data directory is the user's alone (as launch requires), and its files are private."""
+    try:
+        ensure_private_dir(data_dir, create=False)
+    except UnsafeDataDir as exc:
+        what, _, fix = str(exc).partition(" — fix: ")
+        return [Check(FAIL, what, fix)]
+    if not data_dir.is_dir():
+        return []
+    wide = []
+    for path in (data_dir, *own_files(data_dir)):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_mode & 0o077 and not os.path.islink(path):
+            wide.append(f"{path.name if path != data_dir else path} ({info.st_mode & 0o777:04o})")
+    if wide:
+        return [Check(WARN, f"readable by others: {', '.join(wide)}", "the next launch makes them private (0700/0600)")]
+    return [Check(OK, f"data directory {data_dir} and its files are private")]
+
+
 def check_database(path: Path) -> Check:
     if not path.exists():
         return Check(OK, f"database {path} not created yet: the first launch creates it")
@@ -156,7 +181,11 @@ def check_database(path: Path) -> Check:
 
 
 def check_instance(data_dir: Path) -> Check:
-    if not instance_running(data_dir / LOCK_FILE):
+    try:
+        running = instance_running(data_dir / LOCK_FILE)
+    except OSError as exc:
+        return Check(FAIL, f"lock {data_dir / LOCK_FILE} cannot be read: {exc.strerror or exc}", f"remove {data_dir / LOCK_FILE} (no instance can be holding a lock nobody can read)")
+    if not running:
         return Check(OK, "no instance running on this data directory")
     pid = read_pid(data_dir / LOCK_FILE) or "unknown"
     try:
@@ -208,6 +237,7 @@ def run(*, config_path: Path | None, data_dir: Path | None, demo: bool, env: Map
     checks = [check_python(), *check_dependencies(), config_check]
     checks.append(check_directory("config directory", config_path.expanduser().parent))
     checks.append(check_directory("data directory", data_dir))
+    checks.extend(check_private(data_dir))
     checks.append(check_database(data_dir / DB_FILE))
     checks.append(check_instance(data_dir))
     if config is not None:

@@ -59,13 +59,20 @@ class ErrorTally:
 
 
 async def database_reachable(store, *, wall=time.time) -> dict[str, Any]:
-    """Ask the database a trivial question, with a short timeout."""
+    """Check the file on disk is the one open and sound, then ask it a trivial question.
+
+    A file replaced, deleted or damaged under the instance is recovered by the store
+    (moved aside, a fresh one carrying on); the report says so.
+    """
     checked_at = wall()
+    recovered = None
     try:
         if store is None:
             raise RuntimeError("the database is closed")
 
         async def ask():
+            nonlocal recovered
+            recovered = await asyncio.shield(store.verify())  # never half a recovery
             async with store.db.execute("SELECT 1") as cursor:
                 return await cursor.fetchone()
 
@@ -74,7 +81,7 @@ async def database_reachable(store, *, wall=time.time) -> dict[str, Any]:
         return {"reachable": False, "checked_at": checked_at, "error": f"no answer within {DATABASE_TIMEOUT:.0f} s"}
     except Exception as exc:  # whatever it is, the answer is "not reachable" and why
         return {"reachable": False, "checked_at": checked_at, "error": str(exc) or type(exc).__name__}
-    return {"reachable": True, "checked_at": checked_at, "error": None}
+    return {"reachable": True, "checked_at": checked_at, "error": None, "recovered": recovered}
 
 
 def assess(

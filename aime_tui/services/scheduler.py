@@ -43,7 +43,7 @@ from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classif
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
 from aime_tui.services.base import Service
 from aime_tui.services.registry import MAINTENANCE, MASSIVE, SCHEDULER_MODES, setting_hint
-from aime_tui.store.database import Store
+from aime_tui.store.database import DiskFull, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,11 @@ class CollectionScheduler(Service):
             pass  # a run cut short by stop(): expected, its transaction is whole or absent
         elif event.exception is not None:
             self.last_error = str(event.exception) or type(event.exception).__name__
-            log.error("scheduler: job %s failed", event.job_id, exc_info=event.exception)
+            if isinstance(event.exception, DiskFull):
+                return  # said, then counted, by the store
+            # A fault the user can fix (a file, the disk) is a line; anything else a traceback.
+            trace = None if isinstance(event.exception, StoreError) else event.exception
+            log.error("scheduler: job %s failed: %s", event.job_id, self.last_error, exc_info=trace)
 
     async def _ran(self, job: str) -> None:
         now = self._clock()

@@ -5,12 +5,22 @@ asyncio lock (one connection is shared by every coroutine, so transactions must 
 interleave). Desired-state writes are committed with synchronous=FULL: once a toggle is
 acknowledged it survives a kill -9 and a power cut. The schema is versioned with
 `PRAGMA user_version`.
+
+The files are private (0600: the database is created before SQLite opens it, and SQLite
+gives the -wal and -shm the database's mode). A full disk is said once with the free
+space, then counted (a line a minute at most) until a write succeeds again. The file on
+disk is checked against the open one (a database replaced, or its WAL deleted, while
+running): `check_file()` says what is wrong and `recover()` moves it aside and carries
+on in a fresh file holding everything the open connection still reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import shutil
 import sqlite3
 import time
 import unicodedata
@@ -21,11 +31,17 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 
 import aiosqlite
 
+from aime_tui.core.files import create_private
+
 BUSY_TIMEOUT_MS = 30_000
 STARTUP_BUSY_MS = 500
 LOCK_RETRY_EVERY = 0.5
 # Primary SQLite result codes (extended codes carry them in the low byte).
-SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT, SQLITE_NOTADB = 5, 6, 11, 26
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 5, 6, 10, 11, 13, 26
+# A full disk is said once, then at most one summary line per this many seconds.
+DISK_FULL_SUMMARY_EVERY = 60.0
+# Below this much free space an I/O error is taken for a full disk.
+NEARLY_FULL = 1 << 20
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -126,6 +142,10 @@ class StoreError(Exception):
     """The database cannot be used; the message says which file and why."""
 
 
+class DiskFull(StoreError):
+    """A write refused for want of space: nothing of it was committed."""
+
+
 class _Corrupt(Exception):
     """quick_check found damage."""
 
@@ -171,6 +191,67 @@ class Transition:
     detail: str = ""
 
 
+def free_space(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+class DiskFullReport:
+    """Says a full disk once, then counts refused writes: one summary a minute at most."""
+
+    def __init__(self, path: Path, say: Callable[[str, int], None], clock=time.monotonic) -> None:
+        self.path = path
+        self.say = say
+        self._clock = clock
+        self.full = False
+        self.refused = 0
+        self._unsaid = 0
+        self._said_at = 0.0
+
+    def refused_write(self) -> None:
+        now = self._clock()
+        self.refused += 1
+        if not self.full:
+            self.full = True
+            self._said_at = now
+            self.say(
+                f"disk full: cannot write {self.path} ({_size(free_space(self.path.parent))} free);"
+                " changes are refused until there is space, then it carries on",
+                logging.ERROR,
+            )
+            return
+        self._unsaid += 1
+        if now - self._said_at >= DISK_FULL_SUMMARY_EVERY:
+            self._said_at = now
+            self.say(
+                f"disk still full: {self._unsaid} more writes to {self.path} refused"
+                f" ({_size(free_space(self.path.parent))} free)",
+                logging.WARNING,
+            )
+            self._unsaid = 0
+
+    def wrote(self) -> None:
+        if self.full:
+            self.full = False
+            self.say(
+                f"disk space is back: writing {self.path} again ({self.refused} writes were refused)",
+                logging.WARNING,
+            )
+            self.refused = self._unsaid = 0
+
+
 def _retrieve_exception(task: asyncio.Future) -> None:
     # The shielded write's caller may be gone; mark its exception seen (the caller, if
     # still there, gets it too).
@@ -193,6 +274,13 @@ class Store:
         self.moved_aside: Path | None = None
         #: Plays stored per source (the whole history), as of the last write.
         self._totals: dict[str, int] = {}
+        #: How the store tells the user of faults it handles itself (a full disk, a
+        #: replaced file); the engine points it at the log pane.
+        self.say: Callable[[str, int], None] = lambda text, level: log.log(level, text)
+        self.disk = DiskFullReport(self.path, lambda text, level: self.say(text, level))
+        #: (st_dev, st_ino) of the database and of its -wal as opened.
+        self._identity: tuple[int, int] | None = None
+        self._wal_identity: tuple[int, int] | None = None
 
     @classmethod
     async def open(
@@ -216,6 +304,7 @@ class Store:
         began = time.monotonic()
         while True:
             try:
+                create_private(self.path)
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await _configure(self._db, STARTUP_BUSY_MS)
                 await self._check_integrity()
@@ -227,6 +316,7 @@ class Store:
                 await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 await self._migrate()
                 self._totals = await _read_totals(self._db)
+                self._remember_identity()
                 return
             except _Corrupt as exc:
                 await self.close()
@@ -260,23 +350,131 @@ class Store:
         if rows != [("ok",)]:
             raise _Corrupt("; ".join(str(row[0]) for row in rows[:3]))
 
-    def _move_aside(self) -> Path:
+    def _move_aside(self, why: str = "was unreadable") -> Path:
         """Rename the unusable database and its -wal/-shm out of the way; never delete them."""
         stamp = datetime.fromtimestamp(self._clock()).strftime("%Y%m%d-%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        count = 1
+        while any(os.path.lexists(target.with_name(target.name + suffix)) for suffix in ("", "-wal", "-shm")):
+            count += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{count}")
         for suffix in ("", "-wal", "-shm"):
             source = self.path.with_name(self.path.name + suffix)
-            if source.exists():
+            if os.path.lexists(source):
                 source.rename(target.with_name(target.name + suffix))
-        log.warning("database %s was unreadable; moved aside to %s", self.path, target)
+        log.warning("database %s: %s; moved aside to %s", self.path, why, target)
         return target
+
+    # -- the file on disk ------------------------------------------------------------
+
+    def _wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def _remember_identity(self) -> None:
+        self._identity = _identity(self.path)
+        self._wal_identity = _identity(self._wal_path())
+
+    def _identity_problem(self) -> str | None:
+        """What differs between the files on disk and the ones this connection has open."""
+        if self._identity is None:
+            return None
+        now = _identity(self.path)
+        if now is None:
+            return f"database {self.path} was deleted while in use"
+        if now != self._identity:
+            return f"database {self.path} was replaced while in use"
+        wal = _identity(self._wal_path())
+        if self._wal_identity is None:
+            self._wal_identity = wal  # made since the open: this one is ours
+        elif wal != self._wal_identity:
+            return f"the write-ahead log {self._wal_path()} was {'deleted' if wal is None else 'replaced'} while in use"
+        return None
+
+    async def check_file(self) -> str | None:
+        """None if the file on disk is the one open and passes quick_check, else what is wrong."""
+        problem = self._identity_problem()
+        if problem is not None:
+            return problem
+        try:
+            await self._check_integrity()
+        except _Corrupt as exc:
+            return f"database {self.path} fails quick_check: {exc}"
+        except sqlite3.Error as exc:
+            return f"database {self.path} is unreadable: {exc}"
+        return None
+
+    async def verify(self) -> str | None:
+        """Check the file on disk; if it is not the one open or is damaged, recover.
+
+        Returns None when all is well, else the line said about what was found and done.
+        """
+        async with self._write_lock:
+            problem = await self.check_file()
+            if problem is None:
+                return None
+            return await self._recover_and_say(problem)
+
+    async def _recover_and_say(self, problem: str) -> str:
+        moved = await self._recover(problem)
+        text = f"{problem}: moved aside to {moved}; carrying on in a fresh one with what it held"
+        self.say(text, logging.ERROR)
+        return text
+
+    async def _recover(self, problem: str) -> Path:
+        """Move the files aside (kept) and carry on in a fresh database.
+
+        The fresh one is a copy of what this connection still reads (it holds the old
+        file open, and its log): desired states, modes, cursors, settings and plays. If
+        the copy cannot be made, the fresh database gets what tables can still be read.
+        Returns where the old files went. The caller holds the write lock.
+        """
+        old = self._db
+        salvage = self.path.with_name(self.path.name + ".salvage")
+        salvage.unlink(missing_ok=True)
+        copied = False
+        rows: dict[str, list[tuple]] = {}
+        if old is not None:
+            try:
+                create_private(salvage)
+                await old.execute("VACUUM INTO ?", (str(salvage),))
+                copied = True
+            except (sqlite3.Error, OSError):
+                salvage.unlink(missing_ok=True)
+                rows = await _readable_rows(old)
+        moved = self._move_aside(problem)
+        # Closed after the move: closing removes the log by its name, now no longer ours.
+        self._db = None
+        if old is not None:
+            try:
+                await old.close()
+            except (sqlite3.Error, OSError):
+                pass
+        if copied:
+            salvage.rename(self.path)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await _configure(self._db, BUSY_TIMEOUT_MS)
+            await self._db.execute("PRAGMA journal_mode = WAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot start a fresh database {self.path}: {exc}") from exc
+        create_private(self.path)
+        self._identity = None  # not checked while migrating
+        await self._migrate(locked=True)
+        if rows:
+            await self._run_write(lambda db: _restore_rows(db, rows), True)
+        self._remember_identity()
+        return moved
 
     async def reopen(self) -> None:
         """Replace the connection (after a wake, file handles may be stale).
 
-        The new connection is made before the old one is dropped: if it cannot be made,
-        the old one stays and the error is a StoreError for the caller to report.
+        The file is checked first: one replaced or damaged meanwhile is moved aside and a
+        fresh one carries on (see recover). Otherwise the new connection is made before the
+        old one is dropped: if it cannot be made, the old one stays and the error is a
+        StoreError for the caller to report.
         """
+        if await self.verify() is not None:
+            return
         async with self._write_lock:
             old = self._db
             try:
@@ -308,7 +506,7 @@ class Store:
             raise StoreError(f"database {self.path} is closed")
         return self._db
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, locked: bool = False) -> None:
         async with self.db.execute("PRAGMA user_version") as cursor:
             (version,) = await cursor.fetchone()
         if version > SCHEMA_VERSION:
@@ -323,7 +521,10 @@ class Store:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {target}")
 
-            await self.write(migrate, durable=True)
+            if locked:
+                await self._run_write(migrate, True)
+            else:
+                await self.write(migrate, durable=True)
 
     async def write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, durable: bool = False) -> T:
         """Run `work` in one BEGIN IMMEDIATE transaction and return its result.
@@ -332,35 +533,57 @@ class Store:
         being stopped) cannot leave a half-open transaction on the shared connection.
         `durable` fsyncs the commit, for changes the user has been told are saved.
         """
-        task = asyncio.ensure_future(self._run_write(work, durable))
+        task = asyncio.ensure_future(self._checked_write(work, durable))
         task.add_done_callback(_retrieve_exception)
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except sqlite3.Error as exc:
             # A full disk or a vanished file: a clear error the caller can show, and
             # nothing acknowledged that was not committed.
+            if self._disk_full(exc):
+                self.disk.refused_write()
+                raise DiskFull(f"disk full: cannot write to database {self.path} ({exc})") from exc
             raise StoreError(f"cannot write to database {self.path}: {exc}") from exc
+        self.disk.wrote()
+        return result
+
+    def _disk_full(self, exc: sqlite3.Error) -> bool:
+        code = _error_code(exc)
+        if code == SQLITE_FULL:
+            return True
+        free = free_space(self.path.parent)
+        return code == SQLITE_IOERR and free is not None and free < NEARLY_FULL
+
+    async def _checked_write(self, work, durable: bool):
+        async with self._write_lock:
+            # A write lands in the file the next launch reads, or in none: a database
+            # replaced or its log deleted is moved aside first, and the fresh one
+            # receives what this connection holds before this change goes in.
+            problem = self._identity_problem()
+            if problem is not None:
+                await self._recover_and_say(problem)
+            return await self._run_write(work, durable)
 
     async def _run_write(self, work, durable: bool):
-        async with self._write_lock:
-            db = self.db
+        """The transaction itself; the caller holds the write lock."""
+        db = self.db
+        if durable:
+            await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            result = await work(db)
+        except BaseException:
+            # SQLite has already rolled back on some errors (a full disk): don't let
+            # a failing ROLLBACK hide the error that matters.
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        else:
+            await db.execute("COMMIT")
+        finally:
             if durable:
-                await db.execute("PRAGMA synchronous = FULL")
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(db)
-            except BaseException:
-                # SQLite has already rolled back on some errors (a full disk): don't let
-                # a failing ROLLBACK hide the error that matters.
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
-                raise
-            else:
-                await db.execute("COMMIT")
-            finally:
-                if durable:
-                    await db.execute("PRAGMA synchronous = NORMAL")
-            return result
+                await db.execute("PRAGMA synchronous = NORMAL")
+        return result
 
     # -- desired states -------------------------------------------------------------
 
@@ -541,10 +764,48 @@ class Store:
             await self.db.execute("PRAGMA optimize")
 
     async def backup_to(self, destination: Path) -> None:
-        """Write a consistent, compacted copy of the database (VACUUM INTO)."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        """Write a consistent, compacted copy of the database (VACUUM INTO), mode 0600."""
+        destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         async with self._write_lock:
-            await self.db.execute("VACUUM INTO ?", (str(destination),))
+            create_private(destination)
+            try:
+                await self.db.execute("VACUUM INTO ?", (str(destination),))
+            except sqlite3.Error as exc:
+                destination.unlink(missing_ok=True)  # a half-written copy is no backup
+                if self._disk_full(exc):
+                    self.disk.refused_write()
+                    raise DiskFull(f"disk full: cannot write the backup {destination}") from exc
+                raise
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+# What a fresh database needs from a damaged one when no whole copy can be made.
+SALVAGED_TABLES = ("service_states", "cursors", "settings")
+
+
+async def _readable_rows(db: aiosqlite.Connection) -> dict[str, list[tuple]]:
+    rows: dict[str, list[tuple]] = {}
+    for table in SALVAGED_TABLES:
+        try:
+            async with db.execute(f"SELECT * FROM {table}") as cursor:
+                rows[table] = list(await cursor.fetchall())
+        except sqlite3.Error:
+            continue
+    return rows
+
+
+async def _restore_rows(db: aiosqlite.Connection, rows: dict[str, list[tuple]]) -> None:
+    for table, values in rows.items():
+        if values:
+            marks = ", ".join("?" * len(values[0]))
+            await db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", values)
 
 
 async def _read_totals(db: aiosqlite.Connection) -> dict[str, int]:

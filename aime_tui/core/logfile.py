@@ -1,0 +1,66 @@
+"""The log file handler: `aime.log` and its rotations, private, never through a symlink, quiet when it cannot write.
+
+The standard RotatingFileHandler opens with open(), which follows a symlink planted in
+place of the log, and on a write error prints a "--- Logging error ---" block with a
+traceback to stderr (once per record: a full disk makes dozens a second, over the
+dashboard). This one opens with O_NOFOLLOW and mode 0600, and when a write fails it
+drops the record, counts it, and says how many were lost once it can write again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from logging.handlers import RotatingFileHandler
+
+from aime_tui.core.files import PRIVATE_FILE, make_private
+
+
+class PrivateLogHandler(RotatingFileHandler):
+    def __init__(self, filename, maxBytes: int = 0, backupCount: int = 0) -> None:
+        self.lost = 0
+        self.failure: str | None = None
+        super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount, encoding="utf-8", delay=False)
+
+    def _open(self):
+        # O_NOFOLLOW: a symlink planted as aime.log fails to open (ELOOP) rather than
+        # making us append to whatever it points at.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, PRIVATE_FILE)
+        try:
+            make_private(fd)
+            return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.lost and self.failure is not None:
+            # Try the notice first: if it is written, the disk is back.
+            lost, failure = self.lost, self.failure
+            self.failure = None
+            notice = logging.makeLogRecord({
+                "name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
+                "msg": "%d log lines could not be written (%s)", "args": (lost, failure),
+            })
+            super().emit(notice)
+            if self.failure is None:
+                self.lost = 0
+            else:
+                self.lost = lost
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # Never the stderr block: count, drop the broken stream (reopened at the next
+        # record, so its unwritten buffer does not grow), and carry on.
+        import sys
+
+        exc = sys.exc_info()[1]
+        self.lost += 1
+        self.failure = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "unknown"
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass
