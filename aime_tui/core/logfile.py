@@ -25,10 +25,17 @@ class PrivateLogHandler(RotatingFileHandler):
     def _open(self):
         # O_NOFOLLOW: a symlink planted as aime.log fails to open (ELOOP) rather than
         # making us append to whatever it points at.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.baseFilename, flags, PRIVATE_FILE)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            make_private(fd)
+            fd = os.open(self.baseFilename, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+            created = True
+        except FileExistsError:
+            # One already there with a wider mode is narrowed at launch, and said (files.tighten).
+            fd = os.open(self.baseFilename, flags)
+            created = False
+        try:
+            if created:
+                make_private(fd)  # whatever the umask
             return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
         except BaseException:
             os.close(fd)
