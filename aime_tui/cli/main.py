@@ -31,8 +31,8 @@ from aime_tui.config import (
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.files import UnsafeDataDir, ensure_private_dir
 from aime_tui.core.instance import AlreadyRunning, InstanceLock
-from aime_tui.services.registry import SERVICE_NAMES, moded_service
 from aime_tui.core.logfile import PrivateLogHandler
+from aime_tui.services.registry import SERVICE_NAMES, moded_service
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_BYTES = 1_000_000
