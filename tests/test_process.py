@@ -171,7 +171,7 @@ def test_an_unusable_data_directory_is_one_line_and_a_non_zero_exit(tmp_path):
         env=env_for(tmp_path), capture_output=True, text=True, timeout=20,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith(f"aime-tui: cannot use data directory {blocker / 'data'}")
+    assert result.stderr.startswith(f"aime-tui: data directory {blocker / 'data'} cannot be created: Not a directory — fix: ")
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
