@@ -80,7 +80,7 @@ class Engine(EngineHost):
         for warning in self.config.warnings:
             self._notice(warning, logging.WARNING)
         self.store = await Store.open(self.config.db_path, clock=self._wall, on_wait=self._waiting_for_lock)
-        self.store.say = self._store_says
+        self.store.say = self._notice  # a full disk, a replaced file
         if self.store.moved_aside is not None:
             self._notice(
                 f"the database was unreadable: moved aside to {self.store.moved_aside}; "
@@ -166,14 +166,6 @@ class Engine(EngineHost):
     def _notice(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
         self.bus.emit(LogEvent(text, level, at=self._wall()))
-
-    def _store_says(self, text: str, level: int) -> None:
-        """A fault the store handled (a full disk, a replaced file): once the supervisor
-        runs, on its event stream, so attached dashboards and the error tally see it too."""
-        if self.supervisor is not None:
-            self.supervisor.notice(text, level)
-        else:
-            self._notice(text, level)
 
     def _waiting_for_lock(self, waited: float) -> None:
         if waited - self._lock_notice_at >= 5.0 or self._lock_notice_at == 0.0:
