@@ -64,6 +64,35 @@ class RoonConfig:
     host: str = ""
     port: int = DEFAULT_ROON_PORT
     enabled: bool = True
+    #: Zone names or ids whose plays count; empty: every zone.
+    zones: tuple[str, ...] = ()
+    #: Where the SOOD discovery query goes when no host is set: None for the network
+    #: (multicast and broadcast), () for no discovery, else these host:port targets.
+    discovery: tuple[tuple[str, int], ...] | None = None
+
+
+def parse_discovery(value: object, where: str) -> tuple[tuple[str, int], ...] | None:
+    """`AIME_ROON_DISCOVERY`: "off", or a comma-separated list of host:port."""
+    text = ",".join(value) if isinstance(value, list) else str(value)
+    if text.strip().lower() == "off":
+        return ()
+    targets = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, colon, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: {item!r} is not host:port (or use off)")
+        targets.append((host, int(port)))
+    if not targets:
+        raise ConfigError(f"{where}: expected off, or a comma-separated list of host:port")
+    return tuple(targets)
+
+
+def _parse_zones(value: object, where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where}: expected a list of zone names or ids, got {value!r}")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 @dataclass(frozen=True)
@@ -270,6 +299,7 @@ def load_config(
         "AIME_LASTFM_USER": (lastfm_raw, "user"),
         "AIME_ROON_HOST": (roon_raw, "host"),
         "AIME_ROON_PORT": (roon_raw, "port"),
+        "AIME_ROON_DISCOVERY": (roon_raw, "discovery"),
         "AIME_ENABLE_SCHEDULER": (scheduler_raw, "enabled"),
         "AIME_SCHEDULER_MODE": (scheduler_raw, "mode"),
         "AIME_RESTORE_TIMEOUT": (restore_raw, "timeout"),
@@ -298,6 +328,11 @@ def load_config(
         host=str(roon_raw.get("host", "")),
         port=int(number(roon_raw, "roon", "port", DEFAULT_ROON_PORT)),
         enabled=_parse_bool(roon_raw.get("enabled", True), where(roon_raw, "roon", "enabled")),
+        zones=_parse_zones(roon_raw.get("zones", []), where(roon_raw, "roon", "zones")),
+        discovery=(
+            parse_discovery(roon_raw["discovery"], where(roon_raw, "roon", "discovery"))
+            if "discovery" in roon_raw else None
+        ),
     )
     scheduler = SchedulerConfig(
         enabled=_parse_bool(
@@ -346,10 +381,14 @@ interval = 120
 enabled = true
 
 [roon]
-# Host and port of your Roon Core.  (AIME_ROON_HOST, AIME_ROON_PORT)
+# Leave host empty to find the Core on the network (SOOD discovery, as every Roon
+# extension does); set it when the Core is on another network.  (AIME_ROON_HOST)
 host = ""
+# The Core's port when host is set: 9330 on current Cores, 9100 on older ones.  (AIME_ROON_PORT)
 port = 9330
 enabled = true
+# Only these zones (names or ids) count as plays; empty: every zone.
+# zones = ["Living Room", "Kitchen"]
 
 [scheduler]
 # Start the collection scheduler on first launch.  (AIME_ENABLE_SCHEDULER)

@@ -24,6 +24,7 @@ def by_subject(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 def run(tmp_path: Path, **env: str) -> dict[str, doctor.Check]:
     config = tmp_path / "config.toml"
+    env = {"AIME_ROON_DISCOVERY": "off", **env}  # discovery is test_discovery's, on loopback
     return by_subject(doctor.run(config_path=config, data_dir=tmp_path / "data", demo=False, env=env))
 
 

@@ -37,10 +37,10 @@ from aime_tui.engine import Engine, build_services
 from aime_tui.services.roon import (
     APPROVE_HINT,
     REAPPROVE_HINT,
-    TOKEN_SETTING,
     RoonTracker,
     handshake_budget,
 )
+from aime_tui.store import roon_cores
 from aime_tui.store.database import Store
 
 ZONE = "Living Room"
@@ -95,9 +95,11 @@ async def tracker_for(store):
     trackers: list[RoonTracker] = []
 
     def build(
-        core: FakeRoonCore | None, *, clock=time.time, host="127.0.0.1", port=None, on: Store = store
+        core: FakeRoonCore | None, *, clock=time.time, host="127.0.0.1", port=None, on: Store = store,
+        discovery=(), zones=(),
     ) -> RoonTracker:
-        config = RoonConfig(host=host, port=port if port is not None else core.port)
+        port = port if port is not None else (core.port if core is not None else 9330)
+        config = RoonConfig(host=host, port=port, discovery=discovery, zones=tuple(zones))
         tracker = RoonTracker(config, on, config_path=Path("/etc/aime/config.toml"), clock=clock)
         trackers.append(tracker)
         return tracker
@@ -137,24 +139,24 @@ def seek_of(tracker: RoonTracker) -> float:
 @pytest.mark.parametrize(
     "message",
     [
-        MooMessage("REQUEST", "com.roonlabs.registry:1/info", 0),
+        MooMessage("REQUEST", "com.roonlabs.registry:1/info", "0"),
         MooMessage(
             "REQUEST",
             "com.roonlabs.registry:1/register",
-            41,
+            "41",
             {"extension_id": "com.aime.tui", "display_name": "Björk – Jóga", "services": [1, 2]},
             JSON_TYPE,
         ),
         MooMessage(
             "CONTINUE",
             "Changed",
-            3,
+            "3",
             {"zones_seek_changed": [{"zone_id": "16a", "seek_position": 12}]},
             JSON_TYPE,
             {"Logging": "quiet"},
         ),
-        MooMessage("COMPLETE", "Success", 12),
-        MooMessage("COMPLETE", "Success", 13, b"\x89PNG\r\n\x1a\n", "image/png"),
+        MooMessage("COMPLETE", "Success", "12"),
+        MooMessage("COMPLETE", "Success", "13", b"\x89PNG\r\n\x1a\n", "image/png"),
     ],
 )
 def test_frames_round_trip(message):
@@ -172,12 +174,29 @@ def test_frame_layout_is_moo1():
     )
     # Header order is free (node-roon-api sends the length first) and text frames decode too.
     text = (
-        "MOO/1 CONTINUE Subscribed\nRequest-Id: 2\nContent-Length: 11\n"
+        "MOO/1 CONTINUE Subscribed\nRequest-Id: 2\nContent-Length: 12\n"
         'Content-Type: application/json\n\n{"zones":[]}'
     )
-    with pytest.raises(MooProtocolError, match="Content-Length says 11 bytes, the body has 12"):
-        decode(text)
-    assert decode(text.replace("11", "12")).body == {"zones": []}
+    assert decode(text).body == {"zones": []}
+
+
+@pytest.mark.parametrize(
+    "frame, expected",
+    [
+        # Exactly Content-Length bytes are read; what follows them is ignored, as Roon does.
+        (b"MOO/1 COMPLETE Success\nRequest-Id: 5\nContent-Type: application/json\nContent-Length: 7\n\n"
+         b'{"a":1}\n\ntrailing', ("5", {"a": 1})),
+        # Any text is a Request-Id; the reply echoes it unchanged.
+        (b"MOO/1 REQUEST com.roonlabs.ping:1/ping\nRequest-Id: ab-12\n\n", ("ab-12", None)),
+        # No space after the colon, another version number: Roon's parser takes both.
+        (b"MOO/2 COMPLETE Success\nRequest-Id:7\n\n", ("7", None)),
+        # A zero length with the type absent is no body.
+        (b"MOO/1 COMPLETE Success\nRequest-Id: 8\nContent-Length: 0\n\n", ("8", None)),
+    ],
+)
+def test_the_decoder_is_as_lenient_as_roons(frame, expected):
+    message = decode(frame)
+    assert (message.request_id, message.body) == expected
 
 
 @pytest.mark.parametrize(
@@ -185,13 +204,13 @@ def test_frame_layout_is_moo1():
     [
         (b"MOO/1 COMPLETE Success\nRequest-Id: 1\n", "no blank line"),
         (b"HTTP/1.1 200 OK\nRequest-Id: 1\n\n", "first line"),
-        (b"MOO/2 COMPLETE Success\nRequest-Id: 1\n\n", "unsupported MOO version 2"),
         (b"MOO/1 REPLY Success\nRequest-Id: 1\n\n", "unknown verb 'REPLY'"),
         (b"MOO/1 REQUEST ping\nRequest-Id: 1\n\n", "not 'service/method'"),
         (b"MOO/1 COMPLETE Success\n\n", "missing Request-Id"),
-        (b"MOO/1 COMPLETE Success\nRequest-Id: one\n\n", "Request-Id is not"),
         (b"MOO/1 COMPLETE Success\nRequest-Id: 1\nno colon here\n\n", "header line"),
         (b"MOO/1 COMPLETE Success\nRequest-Id: 1\n\n{}", "without a Content-Length"),
+        (b"MOO/1 COMPLETE Success\nRequest-Id: 1\nContent-Type: application/json\n\n", "Content-Type without"),
+        (b"MOO/1 COMPLETE Success\nRequest-Id: 1\nContent-Length: 2\n\n{}", "without a Content-Type"),
         (b"MOO/1 COMPLETE Success\nRequest-Id: 1\nContent-Length: 9\n\n{}", "Content-Length says 9"),
         (b"MOO/1 COMPLETE Success\nRequest-Id: 1\nContent-Length: x\n\n", "Content-Length is not"),
         (
@@ -254,10 +273,10 @@ async def test_connection_routes_replies_answers_requests_and_surfaces_a_drop():
             await connection.request("com.example.svc:1/get")
 
     by_id = {answer.request_id: answer for answer in answers}
-    assert (by_id[7].verb, by_id[7].name, by_id[7].body) == ("COMPLETE", "Success", None)
-    assert (by_id[8].verb, by_id[8].name) == ("COMPLETE", "InvalidRequest")
-    assert by_id[8].body == {"error": "unknown service: com.example.nope:1"}
-    assert client_requests[0].request_id < client_requests[1].request_id
+    assert (by_id["7"].verb, by_id["7"].name, by_id["7"].body) == ("COMPLETE", "Success", None)
+    assert (by_id["8"].verb, by_id["8"].name) == ("COMPLETE", "InvalidRequest")
+    assert by_id["8"].body == {"error": "unknown service: com.example.nope:1"}
+    assert int(client_requests[0].request_id) < int(client_requests[1].request_id)
     assert client_requests[0].body == {"q": 1}
 
 
@@ -285,7 +304,7 @@ async def test_register_saves_the_token_and_presents_it_on_reconnect(roon, store
     core = await roon()
     first = tracker_for(core)
     await first.start()
-    token = await store.get_setting(TOKEN_SETTING)
+    token = await roon_cores.token_of(store, core.core_id)
     assert token and core.registrations == [None]
     await first.stop()
 
@@ -293,7 +312,7 @@ async def test_register_saves_the_token_and_presents_it_on_reconnect(roon, store
     second = tracker_for(core)
     await second.start()
     assert core.registrations == [None, token]
-    assert await store.get_setting(TOKEN_SETTING) == token
+    assert await roon_cores.token_of(store, core.core_id) == token
 
 
 async def test_unapproved_extension_stays_connected_and_carries_on_once_approved(roon, store, tracker_for):
@@ -318,7 +337,7 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     assert (status["running"], status["awaiting_approval"], status["core"]) == (True, True, "Demo Core")
     assert status["zones"] == 0 and status["now_playing"] == []
     assert core.connected == 1 and core.registrations == [None]
-    assert await store.get_setting(TOKEN_SETTING) is None
+    assert await roon_cores.token_of(store, core.core_id) is None
 
     core.approve()  # the Core answers the pending registration
     await asyncio.wait_for(settled.wait(), 3)
@@ -327,14 +346,14 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     status = tracker.status()
     assert (status["running"], status["awaiting_approval"], status["zones"]) == (True, False, 2)
     assert sorted(entry["zone"] for entry in status["now_playing"]) == ["Kitchen", "Living Room"]
-    assert await store.get_setting(TOKEN_SETTING)
+    assert await roon_cores.token_of(store, core.core_id)
     assert core.registrations == [None], "the same registration, not a second one"
 
 
 async def test_a_saved_token_the_core_no_longer_accepts_asks_to_enable_not_approve(roon, store, tracker_for):
     # Approved once (a token is saved), then disabled in Roon: the Core waits again.
-    await store.set_setting(TOKEN_SETTING, "token-from-before")
     core = await roon(require_approval=True)
+    await roon_cores.save_registration(store, core.core_id, core.core_name, "token-from-before")
     tracker = tracker_for(core)
     await tracker.start()
     assert tracker.attention == REAPPROVE_HINT
@@ -357,7 +376,7 @@ async def test_stopping_while_waiting_for_approval_leaves_nothing_behind(roon, s
     assert tracker.attention is None and tracker.status()["running"] is False
     core.approve()
     await asyncio.sleep(0.05)  # an answer would have nowhere to go now
-    assert await store.get_setting(TOKEN_SETTING) is None
+    assert await roon_cores.token_of(store, core.core_id) is None
     assert tracker.status()["zones"] == 0
     assert faults == [], "a stop is not a fault"
 
@@ -376,8 +395,8 @@ async def test_a_lost_connection_while_waiting_is_a_fault(roon, tracker_for):
     assert tracker.status()["running"] is False
 
 
-async def test_missing_host_needs_attention_naming_the_key(store, tracker_for):
-    tracker = tracker_for(None, host="", port=9330)
+async def test_no_host_and_discovery_off_needs_attention_naming_the_key(store, tracker_for):
+    tracker = tracker_for(None, host="", port=9330, discovery=())
     with pytest.raises(NeedsAttention, match=r"^set roon.host in /etc/aime/config.toml$"):
         await tracker.start()
 
@@ -476,7 +495,7 @@ async def test_a_track_heard_to_the_end_is_stored_exactly_once(fast_core, store,
     await until(moved_on_from(tracker, "Wildfires"), what="the tracker past the track's end")
 
     [play] = await plays_titled(store, "Wildfires")
-    assert (play.source, play.account, play.artist) == ("roon", "Demo Core", "Sault")
+    assert (play.source, play.account, play.artist) == ("roon", fast_core.core_id, "Sault")
     assert play.album == "Untitled (Black Is)"
     assert abs(play.played_at - started) <= 6  # when the track started, in the tracker's clock
     assert tracker.status()["tracks_found"] >= 1
@@ -695,7 +714,7 @@ async def test_the_token_never_reaches_the_logs(roon, store, tracker_for, caplog
     await core.drop_connections()
     await tracker.stop()
 
-    token = await store.get_setting(TOKEN_SETTING)
+    token = await roon_cores.token_of(store, core.core_id)
     assert token and mask_secret(token) in caplog.text  # the registration was logged, masked
     assert any(record.levelno == logging.DEBUG for record in caplog.records)
     # Not in full, and not the half that would survive an elided frame dump either.
@@ -762,7 +781,7 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     assert (view.reason, view.up, view.status["awaiting_approval"]) == (None, True, False)
     assert sorted(entry["zone"] for entry in view.status["now_playing"]) == ["Kitchen", "Living Room"]
     assert core.registrations == [None] and core.connected == 1, "no restart on the way"
-    token = await store.get_setting(TOKEN_SETTING)
+    token = await roon_cores.token_of(store, core.core_id)
     assert token
     assert [line for line in logged if "needs attention" in line] == [
         f"roon_tracker needs attention: {APPROVE_HINT}"
@@ -829,7 +848,7 @@ async def test_a_lost_connection_while_waiting_backs_off_and_asks_again(roon, st
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
     core.approve()
     await until(roon_state(supervisor, RunState.RUNNING), what="running after the approval")
-    assert await store.get_setting(TOKEN_SETTING)
+    assert await roon_cores.token_of(store, core.core_id)
 
 
 # -- the handshake's time budget --------------------------------------------------------

@@ -39,6 +39,11 @@ WIRE_LOG.setLevel(logging.WARNING)
 VERBS = ("REQUEST", "CONTINUE", "COMPLETE")
 JSON_TYPE = "application/json"
 PING = "com.roonlabs.ping:1/ping"
+#: Seconds between keepalive pings (node-roon-api pings every 10 s) and how long a pong
+#: may take: a dead or half-open socket is noticed within their sum plus CLOSE_TIMEOUT.
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_TIMEOUT = 6.0
+CLOSE_TIMEOUT = 2.0
 
 _FIRST_LINE = re.compile(r"MOO/(\d+) ([A-Z]+) (\S.*)")
 
@@ -69,7 +74,8 @@ class MooMessage:
     verb: str
     #: `service/method` for a REQUEST; the outcome (`Success`, `Changed`…) for a reply.
     name: str
-    request_id: int
+    #: Any text: Roon's parser takes the header as it is, and replies echo it unchanged.
+    request_id: str
     #: Decoded JSON, raw bytes for other content types, None without a body.
     body: Any = None
     content_type: str | None = None
@@ -101,7 +107,16 @@ def encode(message: MooMessage) -> bytes:
 
 
 def decode(frame: bytes | str) -> MooMessage:
-    """Parse one frame; raises MooProtocolError saying what is malformed."""
+    """Parse one frame; raises MooProtocolError saying what is malformed.
+
+    As lenient as Roon's own parser (node-roon-api `moo.js`) where it is lenient: any
+    version number, any Request-Id text, headers with or without a space after the
+    colon, and exactly Content-Length bytes of body read (anything after them is
+    ignored). As strict where it is strict: no Request-Id, a body without a
+    Content-Length, a Content-Type without a Content-Length, a body without a
+    Content-Type, bad JSON, a header line without a colon. A body shorter than its
+    Content-Length is a truncated frame, refused too.
+    """
     data = frame.encode() if isinstance(frame, str) else bytes(frame)
     head, blank, body = data.partition(b"\n\n")
     if not blank:
@@ -114,9 +129,7 @@ def decode(frame: bytes | str) -> MooMessage:
     match = _FIRST_LINE.fullmatch(first.rstrip("\r"))
     if match is None:
         raise MooProtocolError(f"first line is not 'MOO/1 VERB name': {first[:80]!r}")
-    version, verb, name = match.groups()
-    if version != "1":
-        raise MooProtocolError(f"unsupported MOO version {version}")
+    _version, verb, name = match.groups()
     if verb not in VERBS:
         raise MooProtocolError(f"unknown verb {verb!r}")
     if verb == "REQUEST" and "/" not in name:
@@ -125,23 +138,28 @@ def decode(frame: bytes | str) -> MooMessage:
     headers: dict[str, str] = {}
     for line in header_lines:
         key, colon, value = line.rstrip("\r").partition(":")
-        if not colon or not key.strip():
+        if not colon or not key:
             raise MooProtocolError(f"header line is not 'Name: value': {line[:80]!r}")
-        headers[key.strip()] = value.strip()
+        headers[key] = value.lstrip(" ")
 
-    request_id = _integer_header(headers, "Request-Id")
+    request_id = headers.pop("Request-Id", None)
     if request_id is None:
         raise MooProtocolError("missing Request-Id header")
-    length = _integer_header(headers, "Content-Length")
+    length = _length_header(headers)
     content_type = headers.pop("Content-Type", None)
     if length is None:
+        if content_type is not None:
+            raise MooProtocolError("a Content-Type without a Content-Length")
         if body:
             raise MooProtocolError(f"{len(body)} bytes of body without a Content-Length")
         return MooMessage(verb, name, request_id, None, content_type, headers)
-    if len(body) != length:
-        raise MooProtocolError(f"Content-Length says {length} bytes, the body has {len(body)}")
+    if len(body) < length:
+        raise MooProtocolError(f"Content-Length says {length} bytes, the body has only {len(body)}")
+    body = body[:length]
     if length == 0:
         return MooMessage(verb, name, request_id, None, content_type, headers)
+    if content_type is None:
+        raise MooProtocolError(f"{length} bytes of body without a Content-Type")
     if content_type != JSON_TYPE:
         return MooMessage(verb, name, request_id, body, content_type, headers)
     try:
@@ -151,12 +169,12 @@ def decode(frame: bytes | str) -> MooMessage:
     return MooMessage(verb, name, request_id, decoded, content_type, headers)
 
 
-def _integer_header(headers: dict[str, str], key: str) -> int | None:
-    value = headers.pop(key, None)
+def _length_header(headers: dict[str, str]) -> int | None:
+    value = headers.pop("Content-Length", None)
     if value is None:
         return None
-    if not value.isdigit():
-        raise MooProtocolError(f"{key} is not a non-negative integer: {value[:40]!r}")
+    if not value.strip().isdigit():
+        raise MooProtocolError(f"Content-Length is not a non-negative integer: {value[:40]!r}")
     return int(value)
 
 
@@ -195,7 +213,7 @@ async def answer_ping(request: MooRequest) -> None:
 class MooSubscription:
     """Every reply to one request, in order: iterate it; iteration ends after COMPLETE."""
 
-    def __init__(self, request_id: int) -> None:
+    def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self._replies: asyncio.Queue[MooMessage | BaseException] = asyncio.Queue()
         self._finished = False
@@ -227,8 +245,8 @@ class MooConnection:
         self._websocket = websocket
         # Answering pings is part of being a MOO peer: Roon drops extensions that don't.
         self._handlers: dict[str, RequestHandler] = {PING: answer_ping, **(handlers or {})}
-        self._request_ids = itertools.count()
-        self._waiting: dict[int, asyncio.Future[MooMessage] | MooSubscription] = {}
+        self._request_ids = map(str, itertools.count())
+        self._waiting: dict[str, asyncio.Future[MooMessage] | MooSubscription] = {}
         self._handler_tasks: set[asyncio.Task] = set()
         self._closing = False
         self._lost: MooConnectionLost | None = None
@@ -240,12 +258,27 @@ class MooConnection:
         handlers: Mapping[str, RequestHandler] | None = None,
         *,
         open_timeout: float = 10.0,
+        ping_interval: float = KEEPALIVE_INTERVAL,
+        ping_timeout: float = KEEPALIVE_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> "MooConnection":
-        """Open the WebSocket; raises MooConnectError or TimeoutError naming `url`."""
+        """Open the WebSocket; raises MooConnectError or TimeoutError naming `url`.
+
+        A WebSocket ping goes out every `ping_interval` seconds, as node-roon-api's
+        transport does; a pong missing for `ping_timeout` seconds ends the session
+        (`run()` raises MooConnectionLost) once the closing handshake has had
+        `close_timeout` seconds, so a half-open socket is noticed within the three's sum
+        instead of waiting for TCP to give up.
+        """
         try:
             # A Core that stopped answering must not hold up a close for long.
             websocket = await websocket_connect(
-                url, open_timeout=open_timeout, close_timeout=2.0, logger=WIRE_LOG
+                url,
+                open_timeout=open_timeout,
+                close_timeout=close_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                logger=WIRE_LOG,
             )
         except TimeoutError:
             raise TimeoutError(f"opening {url} timed out after {open_timeout:g} s") from None
@@ -345,7 +378,7 @@ class MooConnection:
             return
         waiter = self._waiting.get(message.request_id)
         if waiter is None:
-            log.debug("MOO: reply %s to unknown request %d ignored", message.name, message.request_id)
+            log.debug("MOO: reply %s to unknown request %s ignored", message.name, message.request_id)
             return
         if isinstance(waiter, MooSubscription):
             waiter._deliver(message)

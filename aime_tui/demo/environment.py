@@ -3,6 +3,8 @@
 `aime-tui --demo` needs no account and no network. With faults on (the default;
 AIME_DEMO_FAULTS=0 turns them off) the Roon fake answers the first handshake too late,
 so the launch summary shows a real timeout and the service then recovers by itself.
+The Roon tracker finds the fake Core the way it finds a real one, by SOOD discovery,
+with the query sent to the fake's loopback responder only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import replace
 
 from aime_tui.config import Config
 from aime_tui.demo.lastfm_fake import FakeLastfm
-from aime_tui.demo.roon_fake import FakeRoonCore
+from aime_tui.demo.roon_fake import FakeRoonCore, FakeSoodResponder
 
 DEMO_USER = "demo"
 DEMO_API_KEY = "demo-api-key-0000"
@@ -28,6 +30,7 @@ class DemoEnvironment:
         self.faults = faults
         self.lastfm: FakeLastfm | None = None
         self.roon: FakeRoonCore | None = None
+        self.sood: FakeSoodResponder | None = None
 
     async def start(self, config: Config) -> Config:
         self.lastfm = FakeLastfm(
@@ -37,6 +40,8 @@ class DemoEnvironment:
         await self.lastfm.start()
         self.roon = FakeRoonCore(zones=2)
         await self.roon.start()
+        self.sood = FakeSoodResponder([self.roon])
+        await self.sood.start()
         if self.faults:
             # Late enough to miss the restore timeout once; the backoff retry then succeeds.
             self.roon.delay_handshakes(config.restore_timeout + 2.0, count=1)
@@ -50,7 +55,9 @@ class DemoEnvironment:
                 interval=DEMO_POLL_INTERVAL,
                 enabled=True,
             ),
-            roon=replace(config.roon, host="127.0.0.1", port=self.roon.port, enabled=True),
+            roon=replace(
+                config.roon, host="", enabled=True, discovery=(("127.0.0.1", self.sood.port),)
+            ),
             scheduler=replace(
                 config.scheduler,
                 enabled=True,
@@ -60,7 +67,7 @@ class DemoEnvironment:
         )
 
     async def stop(self) -> None:
-        for fake in (self.lastfm, self.roon):
+        for fake in (self.lastfm, self.sood, self.roon):
             if fake is not None:
                 await fake.stop()
-        self.lastfm = self.roon = None
+        self.lastfm = self.roon = self.sood = None

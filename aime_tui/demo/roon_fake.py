@@ -1,12 +1,19 @@
-"""A loopback Roon Core: the MOO WebSocket an extension talks to, with zones that play.
+"""A loopback Roon Core: the MOO WebSocket an extension talks to, with zones that play,
+and the SOOD discovery replies that lead to it.
 
 Owns the fake Core used by `--demo` and by the tests. It speaks MOO/1 on `/api` like a
 real Core: `registry:1/info`, `registry:1/register` (issuing tokens, optionally waiting
 for the user's approval), `transport:2/subscribe_zones` (Subscribed, then Changed with
 zones_seek_changed every tick, zones_changed on a new track, zones_added and
-zones_removed as zones come and go), and pings every extension it registered. Zones play deterministic playlists; `time_scale` makes tracks
-run fast for tests. Faults can be injected: slow handshakes, refused connections,
-dropped sockets.
+zones_removed as zones come and go). It pings every connection from the moment it
+opens (registered or not, as a real Core does), and once an extension that provides
+`com.roonlabs.status:1` is registered it subscribes to its status, as the Extensions
+page does. Zones play deterministic playlists; `time_scale` makes tracks run fast for
+tests. Faults can be injected: slow handshakes, refused connections, dropped sockets,
+half-open sockets (nothing more sent or read, nothing closed), a rename.
+
+`FakeSoodResponder` answers SOOD queries on a loopback UDP port for one or more fake
+Cores, the way a Core on the network answers the multicast query.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from aime_tui.clients import sood
 from aime_tui.clients.moo import PING, WIRE_LOG, MooConnection, MooError, MooRequest
 
 log = logging.getLogger(__name__)
@@ -27,6 +35,7 @@ log = logging.getLogger(__name__)
 INFO = "com.roonlabs.registry:1/info"
 REGISTER = "com.roonlabs.registry:1/register"
 SUBSCRIBE_ZONES = "com.roonlabs.transport:2/subscribe_zones"
+STATUS_SERVICE = "com.roonlabs.status:1"
 CORE_VERSION = "2.0 (build 1470) production"
 
 ZONE_NAMES = ("Living Room", "Kitchen", "Study", "Bedroom", "Garden", "Office")
@@ -155,6 +164,10 @@ class FakeRoonCore:
         self.tick = tick
         self.time_scale = time_scale
         self.pings_answered = 0
+        #: Pings answered by connections that had not registered (yet).
+        self.pings_before_registration = 0
+        #: The latest status each extension showed on the Extensions page, by extension id.
+        self.extension_status: dict[str, dict] = {}
         #: The token each register request presented (None for a first registration).
         self.registrations: list[str | None] = []
         self._tokens: set[str] = set()
@@ -200,6 +213,9 @@ class FakeRoonCore:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
+        for session in list(self._sessions):
+            if session.frozen:
+                session.connection.abort()  # its peer is long gone; nothing would close it
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -210,6 +226,19 @@ class FakeRoonCore:
     def approve(self) -> None:
         """The user enables the extension in Settings → Extensions."""
         self._approved.set()
+
+    def rename(self, name: str) -> None:
+        """The user renames the Core in Roon's settings; its core_id stays."""
+        self.core_name = name
+
+    def half_open(self) -> int:
+        """Every open connection goes quiet, as when the Core's box sleeps or the Wi-Fi goes:
+        nothing more is sent or read (pings unanswered), and nothing is closed. Returns how
+        many. New connections are served as usual."""
+        sessions = [session for session in self._sessions if not session.frozen]
+        for session in sessions:
+            session.freeze()
+        return len(sessions)
 
     async def drop_connections(self) -> None:
         """Cut every client's socket without a closing handshake."""
@@ -351,17 +380,30 @@ class _Session:
             {INFO: self._info, REGISTER: self._register, SUBSCRIBE_ZONES: self._subscribe_zones},
         )
         self.finished = asyncio.Event()
+        self.frozen = False
+        self.registered = False
         self._pinger: asyncio.Task | None = None
+        self._status: asyncio.Task | None = None
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self.connection._websocket.transport.pause_reading()
+        for task in (self._pinger, self._status):
+            if task is not None:
+                task.cancel()
 
     async def run(self) -> None:
+        # A Core pings each connection from the start, registered or not.
+        self._pinger = asyncio.create_task(self._ping_forever(), name="fake-roon:ping")
         try:
             await self.connection.run()
         except MooError as exc:
             # An extension going away is routine for a Core.
             log.debug("fake Roon Core: session ended: %s", exc)
         finally:
-            if self._pinger is not None:
-                self._pinger.cancel()
+            for task in (self._pinger, self._status):
+                if task is not None:
+                    task.cancel()
             self.finished.set()
 
     async def _info(self, request: MooRequest) -> None:
@@ -386,8 +428,10 @@ class _Session:
                 "http_port": self.core.port,
             },
         )
-        if self._pinger is None:
-            self._pinger = asyncio.create_task(self._ping_forever(), name="fake-roon:ping")
+        self.registered = True
+        if STATUS_SERVICE in body.get("provided_services", []) and self._status is None:
+            extension = str(body.get("extension_id", ""))
+            self._status = asyncio.create_task(self._follow_status(extension), name="fake-roon:status")
 
     async def _subscribe_zones(self, request: MooRequest) -> None:
         changes: asyncio.Queue[dict] = asyncio.Queue()
@@ -396,7 +440,10 @@ class _Session:
             zones = [zone.to_json() for zone in self.core._zones]
             await request.send_continue("Subscribed", {"zones": zones})
             while True:
-                await request.send_continue("Changed", await changes.get())
+                update = await changes.get()
+                if self.frozen:
+                    await asyncio.Event().wait()  # a half-open socket carries nothing more
+                await request.send_continue("Changed", update)
         finally:
             self.core._subscribers.discard(changes)
 
@@ -407,6 +454,19 @@ class _Session:
                 reply = await self.connection.request(PING)
                 if reply.name == "Success":
                     self.core.pings_answered += 1
+                    self.core.pings_before_registration += not self.registered
+        except MooError:
+            return
+
+    async def _follow_status(self, extension: str) -> None:
+        """What Settings → Extensions does for an extension that provides a status."""
+        try:
+            subscription = await self.connection.subscribe(
+                f"{STATUS_SERVICE}/subscribe_status", {"subscription_key": 0}
+            )
+            async for reply in subscription:
+                if isinstance(reply.body, dict):
+                    self.core.extension_status[extension] = reply.body
         except MooError:
             return
 
@@ -421,3 +481,72 @@ class _Session:
             "display_name": self.core.core_name,
             "display_version": CORE_VERSION,
         }
+
+
+class FakeSoodResponder:
+    """Answers Roon SOOD queries on a loopback UDP port for the given fake Cores.
+
+    A query that asks for another service id, or is not SOOD at all, gets no answer, as
+    on a real network. `reply_address` makes the replies carry `_replyaddr`/`_replyport`
+    (where to reach the Core instead of the reply's source).
+    """
+
+    def __init__(self, cores: list[FakeRoonCore], *, reply_address: tuple[str, int] | None = None) -> None:
+        self.cores = list(cores)
+        self.reply_address = reply_address
+        self.queries: list[dict] = []
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _SoodAnswers(self), local_addr=(host, port)
+        )
+
+    @property
+    def port(self) -> int:
+        if self._transport is None:
+            raise RuntimeError("the SOOD responder is not started")
+        return self._transport.get_extra_info("sockname")[1]
+
+    @property
+    def target(self) -> str:
+        """The AIME_ROON_DISCOVERY value that reaches this responder."""
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _answer(self, data: bytes, sender: tuple[str, int]) -> None:
+        try:
+            query = sood.decode(data, sender)
+        except sood.SoodFormatError:
+            return
+        self.queries.append(dict(query.properties))
+        if query.kind != sood.QUERY or query.properties.get("query_service_id") != sood.ROON_SERVICE_ID:
+            return
+        for core in self.cores:
+            if core._server is None:
+                continue  # a Core switched off answers nothing
+            properties = {
+                "name": core.core_name,
+                "display_version": CORE_VERSION,
+                "unique_id": core.core_id,
+                "service_id": sood.ROON_SERVICE_ID,
+                "tcp_port": "9332",
+                "http_port": str(core.port),
+                "_tid": query.properties.get("_tid"),
+            }
+            if self.reply_address is not None:
+                properties["_replyaddr"], properties["_replyport"] = self.reply_address[0], str(self.reply_address[1])
+            self._transport.sendto(sood.encode(sood.REPLY, properties), sender)
+
+
+class _SoodAnswers(asyncio.DatagramProtocol):
+    def __init__(self, responder: FakeSoodResponder) -> None:
+        self.responder = responder
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.responder._answer(data, (addr[0], addr[1]))

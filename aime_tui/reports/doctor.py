@@ -3,13 +3,15 @@
 Checks the Python version, that the dependencies import, that the config parses, that
 the config and data directories exist (or can be created) and are writable, that the
 database opens and passes quick_check, whether an instance runs and answers on its
-socket, and that the configured endpoints accept a connection. It changes nothing:
+socket, that the configured endpoints accept a connection, and which Roon Cores answer
+the discovery query (unless AIME_ROON_DISCOVERY is off). It changes nothing:
 the database is opened read-only, and nothing is moved aside or created (writability
 is probed with a temporary file that is removed at once). No Textual here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import os
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from aime_tui.clients import sood
 from aime_tui.config import (
     DB_FILE,
     LOCK_FILE,
@@ -52,6 +55,8 @@ DEPENDENCIES = {
     "h11": "h11",
 }
 CONNECT_TIMEOUT = 2.0
+#: Seconds the discovery query waits for Cores to answer (they answer in milliseconds).
+DISCOVERY_WAIT = 1.0
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
@@ -217,11 +222,35 @@ def check_endpoints(config: Config) -> list[Check]:
         url = urlsplit(config.lastfm.api_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         checks.append(check_endpoint("Last.fm", url.hostname or "", port, f"fix lastfm.api_url in {config.config_path}"))
-    if not config.roon.host:
-        checks.append(Check(WARN, "Roon Core: roon.host not set, not checked", f"set roon.host in {config.config_path}"))
-    else:
+    if config.roon.host:
         checks.append(check_endpoint("Roon Core", config.roon.host, config.roon.port, f"fix roon.host / roon.port in {config.config_path}"))
+    checks.append(check_discovery(config))
     return checks
+
+
+def check_discovery(config: Config) -> Check:
+    """The Roon Cores that answer the discovery query, the way the tracker looks for them."""
+    targets = config.roon.discovery
+    host_set = bool(config.roon.host)
+    if targets == ():
+        if host_set:
+            return Check(OK, "Roon discovery off (AIME_ROON_DISCOVERY=off): roon.host is used")
+        return Check(WARN, "Roon Core: roon.host not set and discovery is off (AIME_ROON_DISCOVERY=off)",
+                     f"set roon.host in {config.config_path}, or turn discovery back on")
+    try:
+        cores = asyncio.run(sood.discover(sood.default_targets() if targets is None else targets, DISCOVERY_WAIT))
+    except OSError as exc:
+        return Check(WARN, f"Roon discovery could not ask the network: {exc.strerror or exc}",
+                     f"set roon.host in {config.config_path}")
+    if not cores:
+        if host_set:
+            return Check(OK, "Roon discovery: no Core answered (roon.host is used)")
+        return Check(WARN, "Roon discovery: no Core answered", f"is the Core on this network? if not, set roon.host in {config.config_path}")
+    found = "; ".join(f"{core.describe()} (core_id {core.core_id})" for core in cores)
+    if len(cores) > 1 and not host_set:
+        return Check(OK, f"Roon Cores found: {found}; the one aime-tui last registered with is used,"
+                         f" else set roon.host in {config.config_path} to choose")
+    return Check(OK, f"Roon Core{'s' * (len(cores) > 1)} found: {found}")
 
 
 def run(*, config_path: Path | None, data_dir: Path | None, demo: bool, env: Mapping[str, str] | None = None) -> list[Check]:

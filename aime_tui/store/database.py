@@ -134,6 +134,26 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO plays_search (rowid, artist, title, album) VALUES (new.id, new.artist, new.title, new.album);
     END;
     """,
+    # 4: Roon plays and tokens belong to a Core's core_id (store/roon_cores.py). What came
+    # before was keyed by the Core's name, with one token: kept aside until a Core claims it.
+    """
+    CREATE TABLE roon_cores (
+        core_id   TEXT PRIMARY KEY,
+        name      TEXT NOT NULL,
+        token     TEXT,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE roon_unclaimed (
+        kind  TEXT NOT NULL CHECK (kind IN ('account', 'token')),
+        value TEXT NOT NULL,
+        PRIMARY KEY (kind, value)
+    );
+    INSERT OR IGNORE INTO roon_unclaimed (kind, value)
+        SELECT DISTINCT 'account', account FROM plays WHERE source = 'roon';
+    INSERT OR IGNORE INTO roon_unclaimed (kind, value)
+        SELECT 'token', value FROM settings WHERE key = 'roon.token';
+    DELETE FROM settings WHERE key = 'roon.token';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
