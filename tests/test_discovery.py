@@ -392,6 +392,7 @@ async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicate
             ("roon", core.core_id, 1000),
             ("roon", core.core_id, 2000),
         ]
+        assert store.play_total("roon") == 3, "the totals lose the duplicate too"
         async with store.db.execute("SELECT kind, value FROM roon_unclaimed") as cursor:
             assert await cursor.fetchall() == [("account", "Other Core")]
     finally:
