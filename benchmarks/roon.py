@@ -17,6 +17,7 @@ out, in case a second Core answers), once with the Core saved (taken at its repl
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 from aime_tui.clients.moo import CLOSE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
@@ -44,7 +45,7 @@ async def _noticed_after_half_open(store: Store, interval: float, timeout: float
     try:
         await tracker.start()
         # Anywhere in the ping cycle, as a real socket dies whenever it does.
-        await asyncio.sleep(interval * (time.perf_counter() % 1.0))
+        await asyncio.sleep(interval * random.random())
         began = time.perf_counter()
         core.half_open()
         async with asyncio.timeout(interval + timeout + 30):

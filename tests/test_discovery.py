@@ -417,18 +417,18 @@ async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_ov
     scale = 20
     core = await cores(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
-    tracker.keepalive_interval, tracker.keepalive_timeout = 0.2, 0.2
+    tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     try:
-        core.set_track(ZONE, "Aphex Twin", "Avril 14th", "Drukqs", 120)  # a play after 60 s heard
+        core.set_track(ZONE, "Aphex Twin", "Avril 14th", "Drukqs", 50)  # a play after 25 s heard
         await tracker.start()
-        await wait_until(lambda: core.seek_position(ZONE) >= 20, what="20 s of the track")
+        await wait_until(lambda: core.seek_position(ZONE) >= 5, what="5 s of the track")
         began = time.monotonic()
         assert core.half_open() == 1
         await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
         noticed = time.monotonic() - began
-        assert noticed < 0.2 + 0.2 + 2.5, noticed
+        assert noticed < 0.2 + 0.5 + 0.5 + 1.0, noticed  # interval + pong wait + closing, and slack
         assert "keepalive ping timeout" in str(faults[0])
 
         await tracker.start()  # what the supervisor does after its backoff
@@ -445,7 +445,7 @@ async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores,
     scale = 20
     core = await cores(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
-    tracker.keepalive_interval, tracker.keepalive_timeout = 0.2, 0.2
+    tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     try:

@@ -219,14 +219,16 @@ class SoodClient:
 
     async def open(self) -> "SoodClient":
         loop = asyncio.get_running_loop()
+        network = any(not _is_loopback(host) for host, _port in self.targets)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        if any(not _is_loopback(host) for host, _port in self.targets):
+        if network:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             # Discovery stays on the local network, as Roon's own does.
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-        sock.bind(("0.0.0.0", 0))
-        local = local_addresses() if any(not _is_loopback(host) for host, _ in self.targets) else []
+        # Replies come back to the address the query left from; loopback targets, loopback only.
+        sock.bind(("0.0.0.0" if network else "127.0.0.1", 0))
+        local = local_addresses() if network else []
         self._transport, self._replies = await loop.create_datagram_endpoint(lambda: _Replies(local), sock=sock)
         return self
 

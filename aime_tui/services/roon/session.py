@@ -291,12 +291,11 @@ class RoonTracker(Service):
 
     async def _keep_looking(self, client: sood.SoodClient, saved: str | None) -> None:
         asked = 1
-        while True:
+        while not client.cores:
             every = self.requery_every if asked < REQUERY_FAST_TIMES else self.requery_slow_every
-            if await client.wait_for_reply(every):
-                break
-            client.query()
-            asked += 1
+            if not await client.wait_for_reply(every):
+                client.query()
+                asked += 1
         # Others may answer just after the first: give them the same chance as at start.
         core = await self._choose(client, saved, self.discovery_window)
         assert core is not None
