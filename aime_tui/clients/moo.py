@@ -378,6 +378,8 @@ class MooConnection:
             return
         waiter = self._waiting.get(message.request_id)
         if waiter is None:
+            # Roon's parser closes the connection here; a reply to a request we stopped
+            # waiting for (its step timed out) is no reason to drop a working session.
             log.debug("MOO: reply %s to unknown request %s ignored", message.name, message.request_id)
             return
         if isinstance(waiter, MooSubscription):
