@@ -10,7 +10,8 @@ from scripted import scripted_engine
 
 from aime_tui.core.supervisor import LogEvent, RunState
 from aime_tui.engine import Engine
-from aime_tui.ui.app import LOG_MAX_LINES, AimeApp
+from aime_tui.ui.app import AimeApp
+from aime_tui.ui.widgets.log_view import MAX_LINES as LOG_MAX_LINES
 
 SIZE = (110, 32)
 

@@ -2,8 +2,9 @@
 
 The app hosts an engine (core/ports.py's EngineHost: the engine itself, or one attached
 over the control socket) on its own asyncio loop. Engine events are queued and applied
-in one refresh pass every 100 ms (table cells updated in place, log lines written in a
-batch), so a burst of events costs one repaint, not hundreds.
+in one refresh pass every 100 ms, so a burst of events costs one repaint, not hundreds.
+The widgets (ui/widgets/) render themselves from views and events; the app keeps the
+keys, the actions and the composition.
 """
 
 from __future__ import annotations
@@ -17,30 +18,28 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from rich.text import Text
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, RichLog, Static
+from textual.widgets import DataTable, Footer
 
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.model import Event, LogEvent, RestoreSummary, StateEvent
 from aime_tui.core.ports import EngineHost, ServiceControl
-from aime_tui.format import clock
 from aime_tui.store.database import StoreError
-from aime_tui.ui.cells import COLUMNS, detail_text, now_playing_text, row_cells
 from aime_tui.ui.screens.history import HistoryScreen
+from aime_tui.ui.widgets.lines import DetailLine, NowPlaying, SummaryLine
+from aime_tui.ui.widgets.log_view import LogView
 from aime_tui.ui.widgets.services_table import ServicesTable
+from aime_tui.ui.widgets.title_bar import TitleBar
 
-LOG_MAX_LINES = 5000
 SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
 REFRESH_EVERY = 0.1
 FREEZE_AFTER = 0.5
 STYLES = Path(__file__).resolve().parent / "styles"
-LEVEL_STYLE = {logging.WARNING: "yellow", logging.ERROR: "bold red"}
 
 
 def _freeze_long_lived() -> None:
@@ -86,39 +85,32 @@ class AimeApp(App):
         self._subtitle = subtitle
         self._pending_log: list[LogEvent | RestoreSummary] = []
         self._dirty: set[str] = set()
-        self._shown: dict[tuple[str, str], Any] = {}
         self.supervisor: ServiceControl | None = None
         self.last_summary: RestoreSummary | None = None
-        self._services_table: DataTable | None = None
+        self._services_table: ServicesTable | None = None
 
     # -- layout ----------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="title-bar"):
-            yield Label(self._title_text(), id="title")
-            yield Label(self._clock_text(), id="clock")
-        yield ServicesTable(id="services", cursor_type="row", zebra_stripes=False)
-        yield Static("", id="detail")
-        yield Static("Now playing ─ nothing playing", id="now-playing")
-        yield Static("Restoring…", id="summary")
-        yield RichLog(id="log", max_lines=LOG_MAX_LINES, wrap=True, markup=False)
+        yield TitleBar(self._subtitle, self._now, id="title-bar")
+        yield ServicesTable(id="services")
+        yield DetailLine("", id="detail")
+        yield NowPlaying(id="now-playing")
+        yield SummaryLine(id="summary")
+        yield LogView(id="log")
         yield Footer()
 
     @property
-    def table(self) -> DataTable:
+    def table(self) -> ServicesTable:
         assert self._services_table is not None, "the table exists once mounted"
         return self._services_table
 
     @property
-    def log_view(self) -> RichLog:
-        return self.query_one("#log", RichLog)
+    def log_view(self) -> LogView:
+        return self.query_one("#log", LogView)
 
     async def on_mount(self) -> None:
-        table = self._services_table = self.query_one("#services", DataTable)
-        for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
-        table.border_title = "Services"
-        self.log_view.border_title = "Log"
+        self._services_table = self.query_one("#services", ServicesTable)
         self.set_interval(REFRESH_EVERY, self._refresh_from_engine)
         self.set_interval(1.0, self._tick)
         loop = asyncio.get_running_loop()
@@ -132,23 +124,20 @@ class AimeApp(App):
         # Before opening: the engine's notices while it opens (a locked database) count too.
         self.engine.bus.subscribe(self._on_engine_event)
         # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
-        self.run_worker(self._start_engine(), name="engine", exit_on_error=False)
+        self._start_engine()
         # The launcher pauses the collector while importing (see cli.run_dashboard).
         self.call_after_refresh(gc.enable)
 
+    @work(name="engine", exit_on_error=False)
     async def _start_engine(self) -> None:
         try:
             supervisor = await self.engine.open()
         except (StoreError, OSError) as exc:
             self.exit(return_code=2, message=f"aime-tui: {exc}")
             return
-        table = self.table
-        for view in supervisor.views():
-            cells = row_cells(view, self._now())
-            table.add_row(*(cells[key] for key, _, _ in COLUMNS), key=view.name)
-            self._shown.update({(view.name, key): value for key, value in cells.items()})
+        self.table.show(supervisor.views(), self._now())
         self.supervisor = supervisor
-        table.focus()
+        self.table.focus()
         self._show_detail()
         self._pending_log.append(LogEvent(f"data in {self.engine.config.data_dir}", at=self._now()))
         # Restoration runs beside the UI: keys work while services are still starting.
@@ -192,72 +181,33 @@ class AimeApp(App):
         dirty, self._dirty = self._dirty, set()
         if dirty:
             with self.batch_update():
-                for name in dirty:
-                    self._update_row(name)
+                self.table.show([self.supervisor.view(name) for name in dirty], self._now())
                 self._show_detail()
         pending, self._pending_log = self._pending_log, []
         if pending:
             self._write_log(pending)
 
     def _tick(self) -> None:
-        """Once a second: clock, countdowns, last-check times and counts."""
-        if self._widgets_gone():
-            return
-        self._update_title_bar()
-        if self.supervisor is None:
+        """Once a second: countdowns, last-check times, counts and now playing."""
+        if self.supervisor is None or self._widgets_gone():
             return
         with self.batch_update():
-            for name in self.supervisor.names:
-                self._update_row(name)
+            self.table.show(self.supervisor.views(), self._now())
             self._show_detail()
             roon = self.supervisor.view("roon_tracker").status if "roon_tracker" in self.supervisor.names else {}
-            now_playing = f"Now playing ─ {now_playing_text(roon)}"
-            self.query_one("#now-playing", Static).update(now_playing, layout=False)
-
-    def _update_row(self, name: str) -> None:
-        """Touch only the cells whose text changed: no flicker, no full rebuild."""
-        assert self.supervisor is not None
-        for key, value in row_cells(self.supervisor.view(name), self._now()).items():
-            if self._shown.get((name, key)) != value:
-                self._shown[name, key] = value
-                self.table.update_cell(name, key, value)
+            self.query_one(NowPlaying).show(roon)
 
     def _write_log(self, events: list[LogEvent | RestoreSummary]) -> None:
-        """Append a batch of events to the log in one write: one layout and one scroll
-        per refresh pass, however many lines arrived (a busy log costs the same pass)."""
-        lines = []
         for event in events:
-            stamp = clock(event.at)
             if isinstance(event, RestoreSummary):
                 self.last_summary = event
-                style = "bold red" if event.failed else "bold green"
-                line = Text.assemble((f"{stamp} ", "dim"), (event.line(), style))
-                self.query_one("#summary", Static).update(line)
-            else:
-                line = Text.assemble((f"{stamp} ", "dim"), (event.text, LEVEL_STYLE.get(event.level, "")))
-            lines.append(line)
-        log_view = self.log_view
-        # Follow the tail only if the user has not scrolled up to read.
-        log_view.write(Text("\n").join(lines), scroll_end=log_view.is_vertical_scroll_end)
-
-    def _update_title_bar(self) -> None:
-        # The clock, the title, the detail and now-playing lines never change size: repaint
-        # them without a layout pass of the whole screen (once a second, it adds up).
-        self.query_one("#clock", Label).update(self._clock_text(), layout=False)
-        if callable(self._subtitle):  # an attached dashboard's instance can change
-            self.query_one("#title", Label).update(self._title_text(), layout=False)
-
-    def _title_text(self) -> str:
-        subtitle = self._subtitle() if callable(self._subtitle) else self._subtitle
-        return f"aime-tui ─ {subtitle}"
-
-    def _clock_text(self) -> str:
-        return clock(self._now())
+                self.query_one(SummaryLine).show(event)
+        self.log_view.append(events)
 
     def _show_detail(self) -> None:
         name = self.selected_service
         if name is not None and self.supervisor is not None:
-            self.query_one("#detail", Static).update(detail_text(self.supervisor.view(name), self._now()), layout=False)
+            self.query_one(DetailLine).show(self.supervisor.view(name), self._now())
 
     def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
         self._show_detail()
@@ -281,6 +231,7 @@ class AimeApp(App):
         except (ValueError, KeyError, StoreError, ControlError, Unreachable) as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
+    @work(name="wake", group="wake", exit_on_error=False)
     async def _recover(self, wake) -> None:
         """Run a wake recovery in a worker: whatever goes wrong is logged, with its
         traceback in the log file, and never closes the dashboard."""
@@ -323,7 +274,7 @@ class AimeApp(App):
 
     def action_wake(self) -> None:
         if self.supervisor:
-            self.run_worker(self._recover(self.supervisor.wake()), name="wake", group="wake", exit_on_error=False)
+            self._recover(self.supervisor.wake())
 
     def action_history(self) -> None:
         if self.supervisor is not None and not isinstance(self.screen, HistoryScreen):
@@ -335,9 +286,7 @@ class AimeApp(App):
 
     def action_slow_wake(self) -> None:
         if self.supervisor and self.engine.demo is not None:
-            self.run_worker(
-                self._recover(self.engine.simulate_slow_wake()), name="wake", group="wake", exit_on_error=False
-            )
+            self._recover(self.engine.simulate_slow_wake())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

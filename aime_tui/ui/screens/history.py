@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -69,10 +70,8 @@ class HistoryScreen(Screen):
     def on_mount(self) -> None:
         self.action_reload()
 
-    def action_reload(self) -> None:
-        self.run_worker(self._load(), name="history", group="history", exclusive=True)
-
-    async def _load(self) -> None:
+    @work(name="history", group="history", exclusive=True)
+    async def action_reload(self) -> None:
         try:
             # This instance runs, so a service last seen "running" still is.
             items = await asyncio.to_thread(
