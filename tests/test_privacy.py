@@ -541,7 +541,14 @@ def test_a_disk_filled_during_a_backfill_is_said_once_and_the_instance_carries_o
     instance.wait_for("Restored")
     filler = _fill(tiny_disk)
     instance.wait_for("disk full: cannot write", timeout=30)
-    # Retries keep failing meanwhile: none of them says anything more, nor a traceback.
+
+    def refused() -> int:
+        health = instance.ask({"cmd": "health"})
+        assert health["status"] != "healthy" and health["problems"][0].startswith("disk full: ")
+        return health["database"]["refused_writes"]
+
+    # Services keep writing into the full disk meanwhile: none of that says anything more.
+    wait_until_sync(lambda: refused() >= 5, timeout=30, what="writes refused while the disk is full")
     stop = instance.cli("stop", "tracker")
     assert stop.returncode in (0, 1), stop.stderr
     if stop.returncode == 1:
@@ -553,6 +560,8 @@ def test_a_disk_filled_during_a_backfill_is_said_once_and_the_instance_carries_o
     assert instance.stop() == 0
     said = "".join(instance.lines)
     assert said.count("disk full: cannot write") == 1
+    back = instance.said("disk space is back")[0]
+    assert int(back.split("(")[-1].split()[0]) >= 5, back  # "(N writes were refused)"
     assert "Traceback" not in said and "Logging error" not in said
     assert _saved(data / "aime.db")["roon_tracker"] == 0
     if stop.returncode == 0:

@@ -81,7 +81,10 @@ async def database_reachable(store, *, wall=time.time) -> dict[str, Any]:
         return {"reachable": False, "checked_at": checked_at, "error": f"no answer within {DATABASE_TIMEOUT:.0f} s"}
     except Exception as exc:  # whatever it is, the answer is "not reachable" and why
         return {"reachable": False, "checked_at": checked_at, "error": str(exc) or type(exc).__name__}
-    return {"reachable": True, "checked_at": checked_at, "error": None, "recovered": recovered}
+    return {
+        "reachable": True, "checked_at": checked_at, "error": None, "recovered": recovered,
+        "disk_full": store.disk.full, "refused_writes": store.disk.refused,
+    }
 
 
 def assess(
@@ -113,6 +116,10 @@ def assess(
         status = DEGRADED
     else:
         status = HEALTHY
+    if database.get("disk_full"):
+        # Reachable, but nothing new can be saved: never healthy.
+        status = UNHEALTHY if status == UNHEALTHY else DEGRADED
+        problems.insert(0, f"disk full: {database.get('refused_writes')} writes refused so far")
     return {
         "status": status,
         "timestamp": now,
