@@ -566,3 +566,28 @@ def test_a_disk_filled_during_a_backfill_is_said_once_and_the_instance_carries_o
     assert _saved(data / "aime.db")["roon_tracker"] == 0
     if stop.returncode == 0:
         assert _saved(data / "aime.db")["tracker"] == 0
+
+
+@needs_root
+@pytest.mark.parametrize("unreadable, command", [
+    ("aime.lock", ["status"]), ("aime.lock", ["health"]), ("aime.lock", ["history"]), ("aime.lock", ["--headless", "--demo"]),
+    ("aime.db", ["status"]), ("aime.db", ["plays"]), ("aime.db", ["stop", "tracker"]), ("aime.db", ["--headless", "--demo"]),
+    ("aime.log", ["--headless", "--demo"]),
+])
+def test_an_unreadable_file_of_ones_own_is_one_line_and_an_exit_code(shared_tmp, unreadable, command):
+    data = shared_tmp / "data"
+    env = env_for(shared_tmp, HOME=str(shared_tmp))
+    data.mkdir(mode=0o700)
+    os.chown(data, NOBODY, NOBODY)
+    made = run_as_nobody(["start", "tracker", "--data-dir", str(data)], env=env, cli=True)  # a real database
+    assert made.returncode == 0, made.stderr
+    (data / "aime.log").write_text("")
+    (data / "aime.log").chmod(0o600)
+    os.chown(data / "aime.log", NOBODY, NOBODY)
+    (data / unreadable).chmod(0)
+    done = run_as_nobody([*command, "--data-dir", str(data)], env=env, cli=True)
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.count("\n") <= 1
+    if done.stderr:
+        assert done.stderr.startswith("aime-tui: ") and (unreadable in done.stderr or "database" in done.stderr), done.stderr
+        assert done.returncode in (1, 2)

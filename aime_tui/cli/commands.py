@@ -69,7 +69,7 @@ def _with_instance(config: Config, live: Callable[[], int], offline: Callable[[]
         except ControlError as exc:
             return fail(str(exc), EXIT_FAILED)
     except OSError as exc:
-        return fail(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+        return fail(f"cannot use {exc.filename or config.data_dir}: {exc.strerror or exc}")
     try:
         return offline()
     finally:
