@@ -27,7 +27,7 @@ from aime_tui.core.ports import EngineHost
 from aime_tui.core.supervisor import Supervisor
 from aime_tui.core.wake import WakeDetector
 from aime_tui.services.base import Service
-from aime_tui.services.registry import build_services
+from aime_tui.services.registry import build_services, settings_of
 from aime_tui.store.database import Store, StoreError
 
 if TYPE_CHECKING:
@@ -65,6 +65,13 @@ class Engine(EngineHost):
         self.control: ControlServer | None = None
         self._background: list[asyncio.Task] = []
         self._lock_notice_at = 0.0
+        #: The settings each service last started with, to tell which a reload changes.
+        self._started_with: dict[str, object] = {}
+        #: Set by `aime-tui shutdown` (or a signal): whoever hosts the engine then closes it.
+        self.shutdown_requested = asyncio.Event()
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested.set()
 
     async def open(self) -> Supervisor:
         """Open the store and load desired states; restoration is a separate step."""
@@ -136,6 +143,40 @@ class Engine(EngineHost):
         the settings they started with."""
         self._reread_config()
         service.reconfigure(self.config)
+        self._started_with[service.name] = settings_of(self.config, service.name)
+
+    async def reload(self) -> list[str]:
+        """Read the config file again now (SIGHUP) and restart the services that are up and
+        whose settings changed; returns their names. A file that does not read is said, and
+        the settings read before are kept."""
+        supervisor = self.supervisor
+        if supervisor is None:
+            return []
+        path = self.config.config_path
+        if self.config.demo:
+            self._notice("reload: the demo's settings are its own; nothing to read again")
+            return []
+        try:
+            fresh = load_config(config_path=path, data_dir=self.config.data_dir, env=self._env)
+        except ConfigError as exc:
+            self._notice(f"reload: {exc} (keeping the settings read before)", logging.ERROR)
+            return []
+        self._config_stamp = _stamp(path)
+        self.config = fresh
+        supervisor.restore_timeout = fresh.restore_timeout
+        changed = [
+            view.name
+            for view in supervisor.views()
+            if view.name in self._started_with
+            and self._started_with[view.name] != settings_of(fresh, view.name)
+            and view.state not in ("stopped", "stopping", "backoff")
+        ]
+        if changed:
+            self._notice(f"reload: read {path} again; restarting {', '.join(changed)} (settings changed)")
+        else:
+            self._notice(f"reload: read {path} again; no running service's settings changed")
+        await asyncio.gather(*(supervisor.restart(name, "reload") for name in changed))
+        return changed
 
     def _reread_config(self) -> None:
         """Read the config file again if it changed. One that is gone or no longer reads is

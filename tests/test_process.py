@@ -58,7 +58,7 @@ def test_a_second_instance_exits_naming_the_first(tmp_path):
     assert first.returncode == 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_headless_stops_cleanly_on_signals(tmp_path, signum):
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
@@ -74,7 +74,7 @@ def test_headless_stops_cleanly_on_signals(tmp_path, signum):
     assert_clean_database(data_dir / "aime.db")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_dashboard_in_tmux_stops_cleanly_on_signals(tmp_path, signum):
     session = TmuxSession(tmp_path)
     data_dir = tmp_path / "data"
@@ -134,14 +134,15 @@ def assert_clean_database(path: Path) -> None:
     assert last == ("stopped", "shutdown"), "services were stopped and the stop recorded"
 
 
-def test_losing_the_terminal_without_a_signal_quits_cleanly(tmp_path):
-    """An SSH drop can hang up the terminal with no SIGHUP: quit, don't spin."""
+def test_losing_the_terminal_without_a_signal_leaves_the_services_running(tmp_path):
+    """An SSH drop can hang up the terminal with no SIGHUP: let go of it, don't spin, run on."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 35, 120, 0, 0))
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
         [str(EXECUTABLE), "--demo", "--data-dir", str(data_dir)],
         stdin=slave, stdout=slave, stderr=slave, env={**env_for(tmp_path), "TERM": "xterm-256color"},
+        start_new_session=True,  # the pty is its controlling terminal: its hang-up signals nobody here
     )
     os.close(slave)
     screen = b""
@@ -151,16 +152,38 @@ def test_losing_the_terminal_without_a_signal_quits_cleanly(tmp_path):
         if ready:
             screen += os.read(master, 65536)
     assert b"Restored 3 succeeded" in screen
+    host = int((data_dir / "aime.lock").read_text())
+    assert host != process.pid, "the process the shell waits for is not the one hosting the engine"
     os.close(master)  # the terminal goes away
-    began = time.monotonic()
     try:
-        process.wait(5)
+        assert process.wait(5) == 0, "the launching process lets the shell go"
+        log = data_dir / "aime.log"
+        deadline = time.monotonic() + 5
+        while "running on in the background" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Seen by a failed write or by the terminal check, whichever comes first: no signal.
+        assert "terminal lost (" in log.read_text() and "SIGHUP" not in log.read_text()
+        before = _cpu_ticks(host)
+        time.sleep(1.0)
+        assert _cpu_ticks(host) - before <= 5, "idle once the terminal is gone (no spinning input thread)"
+        assert all(os.readlink(f"/proc/{host}/fd/{fd}") == "/dev/null" for fd in (0, 1, 2))
+        began = time.monotonic()
+        os.kill(host, signal.SIGTERM)
+        wait_exited(host)
+        assert time.monotonic() - began < 2.0
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
-    assert time.monotonic() - began < 3.0
+        try:
+            os.kill(host, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert_clean_database(data_dir / "aime.db")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def test_an_unusable_data_directory_is_one_line_and_a_non_zero_exit(tmp_path):

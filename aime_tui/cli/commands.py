@@ -1,7 +1,7 @@
-"""The subcommands of a second shell: status, start, stop, retry, mode, wake, health,
-doctor, history, plays, export and stats.
+"""The subcommands of a second shell: status, start, stop, retry, mode, wake, shutdown,
+health, doctor, history, plays, export and stats.
 
-`status`, `start`, `stop`, `retry`, `mode`, `wake` and `health` talk to the running
+`status`, `start`, `stop`, `retry`, `mode`, `wake`, `shutdown` and `health` talk to the running
 instance over its control socket; with no instance running, `status`, `start`, `stop`
 and `mode` read or change the saved desired states directly (holding the instance lock
 meanwhile, so no launch races them). `history`, `plays`, `export`, `stats` and `doctor`
@@ -218,6 +218,38 @@ def cmd_wake(args, config: Config) -> int:
     return _live_only(config, "wake", live)
 
 
+SHUTDOWN_WAIT = 10.0
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_shutdown(args, config: Config) -> int:
+    """Stop the running instance (its services stop, what they want is kept); returns once
+    its process is gone."""
+
+    def live() -> int:
+        pid = _ask(config, {"cmd": "shutdown"}).get("pid", "unknown")
+        deadline = time.monotonic() + SHUTDOWN_WAIT
+        while instance_running(config.lock_path) or _alive(pid):
+            if time.monotonic() > deadline:
+                return fail(f"instance pid {pid} was asked to stop but still runs after {SHUTDOWN_WAIT:.0f} s", EXIT_FAILED)
+            time.sleep(0.05)
+        print(f"stopped the instance (pid {pid}); its wanted services start again at the next launch")
+        return EXIT_OK
+
+    return _live_only(config, "shut down", live)
+
+
 def cmd_health(args, config: Config) -> int:
     from aime_tui.reports.health import DEGRADED, HEALTHY, no_instance
 
@@ -361,6 +393,7 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "retry": cmd_retry,
     "mode": cmd_mode,
     "wake": cmd_wake,
+    "shutdown": cmd_shutdown,
     "health": cmd_health,
     "history": cmd_history,
     "plays": cmd_plays,

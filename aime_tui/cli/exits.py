@@ -9,7 +9,8 @@ EXIT_CODES = """\
 exit codes:
   0  done; health: healthy
   1  not done: health degraded, a doctor check failed, the change was refused,
-     nothing to act on (no instance for retry/wake), another instance already runs
+     nothing to act on (no instance for retry/wake/shutdown), another instance
+     already runs, an instance asked to shut down still runs
   2  bad usage: unknown service or mode, bad arguments, unreadable config,
      unusable data directory
   3  an instance holds the data directory but does not answer on its control socket

@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import gc
 import logging
 import os
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
 
 from aime_tui import __version__
-from aime_tui.cli.commands import COMMANDS, _ask, cmd_doctor
 from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, fail
-from aime_tui.cli.headless import run_headless
 from aime_tui.config import (
     Config,
     ConfigError,
@@ -87,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mode", metavar="MODE", help=" or ".join(moded_service().modes)
     )
     command("wake", "make the running instance recover as after a sleep")
+    command("shutdown", "stop the running instance and its services (what they want is kept)")
     command("health", "healthy, degraded or unhealthy (the exit code says which)").add_argument(
         "--json", action="store_true", help="machine-readable"
     )
@@ -141,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(PRIVATE_UMASK)
     if args.command == "doctor":
+        from aime_tui.cli.commands import cmd_doctor
+
         # Before loading the config: a config that does not parse is one of its findings.
         return cmd_doctor(args)
     try:
@@ -179,14 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         return fail(_cannot_use(exc, config))
     try:
         if args.headless:
+            from aime_tui.cli.headless import run_headless
+
             return asyncio.run(run_headless(config))
-        return run_dashboard(config)
+        from aime_tui.cli.dashboard import run_dashboard
+
+        return run_dashboard(config, lock, come_back=_come_back(args))
     finally:
         lock.release()
 
 
 def _run_command(args, config: Config) -> int:
     """A subcommand; a file it cannot use (unreadable, not ours) ends in one line, never a traceback."""
+    # Imported only here: a dashboard's launch paints sooner without them.
+    from aime_tui.cli.commands import COMMANDS
+
     try:
         return COMMANDS[args.command](args, config)
     except OSError as exc:
@@ -203,20 +211,17 @@ def _cannot_use(exc: OSError, config: Config) -> str:
     return f"cannot use {where}: {why}"
 
 
-def run_dashboard(config: Config) -> int:
-    # Importing Textual and the engine builds tens of thousands of objects that all live
-    # as long as the app; the collector's passes over them as they appear cost ~50 ms.
-    # The app turns the collector back on once its first frame is painted.
-    gc.disable()
-    from aime_tui.engine import Engine
-    from aime_tui.ui.app import AimeApp
-
-    app = AimeApp(Engine(config), subtitle="demo" if config.demo else "home server")
-    app.run()
-    return app.return_code or 0
+def _come_back(args: argparse.Namespace) -> str:
+    """The options that find this instance again."""
+    words = ["--demo"] if args.demo else []
+    if args.data_dir is not None:
+        words += ["--data-dir", str(args.data_dir)]
+    return "".join(f" {word}" for word in shlex.join(words).split(" ")) if words else ""
 
 
 def _answers(config: Config) -> bool:
+    from aime_tui.cli.commands import _ask
+
     try:
         _ask(config, {"cmd": "status"}, timeout=ATTACH_TIMEOUT)
     except (Unreachable, ControlError):
@@ -225,11 +230,11 @@ def _answers(config: Config) -> bool:
 
 
 def run_attached(config: Config) -> int:
-    """The dashboard of an instance already running here; quitting leaves it running."""
+    """The dashboard of an instance already running here; `q` and `d` leave it running."""
     from aime_tui.control.remote import RemoteEngine
-    from aime_tui.ui.app import AimeApp
+    from aime_tui.ui.app import AttachedApp
 
     engine = RemoteEngine(config)
-    app = AimeApp(engine, subtitle=engine.subtitle)
+    app = AttachedApp(engine, subtitle=engine.subtitle)
     app.run()
     return app.return_code or 0

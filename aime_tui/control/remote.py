@@ -312,6 +312,11 @@ class RemoteSupervisor(ServiceControl):
     async def set_mode(self, name: str, mode: str) -> None:
         await self._request({"cmd": "mode", "service": name, "mode": mode})
 
+    async def shutdown(self) -> int | None:
+        """Ask the instance to stop; its pid. A refusal or a silence is a ValueError."""
+        answer = await self._request({"cmd": "shutdown"})
+        return answer.get("pid", self.pid)
+
     async def wake(self) -> RestoreSummary | None:
         # Runs as a worker: a refusal goes to the log rather than ending the dashboard.
         try:
@@ -361,6 +366,12 @@ class RemoteEngine(EngineHost):
 
     async def simulate_slow_wake(self) -> RestoreSummary | None:
         raise ControlError("a slow wake is simulated only by the demo's own instance")
+
+    async def shutdown(self) -> int | None:
+        """Stop the instance (`aime-tui shutdown`); its pid."""
+        if self.supervisor is None:
+            raise ValueError("not attached to an instance")
+        return await self.supervisor.shutdown()
 
     async def close(self) -> None:
         """Detach; the instance and its services keep running."""

@@ -262,6 +262,11 @@ class ControlServer:
         summary = await asyncio.shield(self._wake)
         return {"summary": summary_to_wire(summary)}
 
+    async def _cmd_shutdown(self, request: dict[str, Any]) -> dict[str, Any]:
+        # Answered first; whoever hosts the engine then stops the services and exits.
+        self.engine.request_shutdown()
+        return {"pid": os.getpid()}
+
     async def _cmd_health(self, request: dict[str, Any]) -> dict[str, Any]:
         supervisor = self._supervisor()
         database = await database_reachable(self.engine.store, wall=self._wall)

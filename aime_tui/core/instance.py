@@ -41,6 +41,16 @@ class InstanceLock:
         self._fd = fd
         return self
 
+    def write_pid(self, pid: int) -> None:
+        """Name another holder: the child that a fork left holding the lock."""
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{pid}\n".encode(), 0)
+
+    def forget(self) -> None:
+        """Close this process's descriptor; a forked child's copy keeps the lock held."""
+        self.release()
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:

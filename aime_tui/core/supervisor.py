@@ -49,7 +49,10 @@ HEARTBEAT_EVERY = 30.0
 
 
 # How a successful start reads in the log, by what caused it.
-_SUCCESS_WORD = {"launch": "restored", "wake": "restored", "backoff": "recovered", "heartbeat": "restarted"}
+_SUCCESS_WORD = {
+    "launch": "restored", "wake": "restored", "backoff": "recovered", "heartbeat": "restarted",
+    "reload": "restarted with its new settings",
+}
 
 
 def full_jitter_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -228,6 +231,15 @@ class Supervisor(ServiceControl):
             self._launch(record, self._restart(record, "retry"))
         else:
             self._launch(record, self._start_attempt(record, "retry"))
+
+    async def restart(self, name: str, reason: str) -> None:
+        """Stop and start again a service that is up (a reload's new settings); others are
+        left alone: they take the settings at their next start anyway."""
+        record = self._record(name)
+        if not record.wanted or not record.up or self._closing:
+            return
+        self._cancel_retry(record)
+        await self._launch(record, self._restart(record, reason))
 
     async def set_mode(self, name: str, mode: str, reason: str = "user") -> None:
         """Commit the mode, then apply it to the running service."""

@@ -9,7 +9,7 @@ the service is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -31,6 +31,9 @@ class ServiceSpec:
     #: Desired state and mode before the user has ever toggled it: from the config file and environment.
     first_launch: Callable[["Config"], tuple[bool, str | None]]
     modes: tuple[str, ...] = ()
+    #: What its work depends on in the config: a reload restarts it when this changes.
+    #: Desired states and modes are left out: the file's are only first-launch defaults.
+    settings: Callable[["Config"], object] = lambda config: config
 
 
 def _tracker(config: "Config", store: "Store", built: Mapping[str, "Service"]) -> "Service":
@@ -59,10 +62,19 @@ def _scheduler(config: "Config", store: "Store", built: Mapping[str, "Service"])
 
 
 SERVICES = (
-    ServiceSpec("tracker", _tracker, lambda config: (config.lastfm.enabled, None)),
-    ServiceSpec("roon_tracker", _roon, lambda config: (config.roon.enabled, None)),
     ServiceSpec(
-        "scheduler", _scheduler, lambda config: (config.scheduler.enabled, config.scheduler.mode), SCHEDULER_MODES
+        "tracker", _tracker, lambda config: (config.lastfm.enabled, None),
+        settings=lambda config: replace(config.lastfm, enabled=True),
+    ),
+    ServiceSpec(
+        "roon_tracker", _roon, lambda config: (config.roon.enabled, None),
+        settings=lambda config: (replace(config.roon, enabled=True), config.restore_timeout),
+    ),
+    ServiceSpec(
+        "scheduler", _scheduler, lambda config: (config.scheduler.enabled, config.scheduler.mode), SCHEDULER_MODES,
+        settings=lambda config: (
+            replace(config.scheduler, enabled=True, mode=""), replace(config.lastfm, enabled=True)
+        ),
     ),
 )
 SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
@@ -96,3 +108,11 @@ def setting_hint(key: str, config_path: Path | None) -> str:
     """How a service asks for a setting it cannot run without."""
     where = config_path if config_path is not None else "the config file"
     return f"set {key} in {where}"
+
+
+def settings_of(config: "Config", name: str) -> object:
+    """What the service `name` takes from the config; the whole config for one not listed."""
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec.settings(config)
+    return config

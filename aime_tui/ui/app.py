@@ -5,6 +5,12 @@ over the control socket) on its own asyncio loop. Engine events are queued and a
 in one refresh pass every 100 ms, so a burst of events costs one repaint, not hundreds.
 The widgets (ui/widgets/) render themselves from views and events; the app keeps the
 keys, the actions and the composition.
+
+The engine's life is not the window's: `q` quits (the engine closes with the app), while
+`d` and a lost terminal end the app with `outcome` "detach" or "lost" and leave the engine
+running for its host (cli/dashboard.py) to carry on headless. The first frame is painted
+before the engine is made (`engine` may be a factory), so it comes as fast as any
+Textual app's; service keys pressed meanwhile wait for it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 import sys
 import time
 from functools import partial
@@ -29,8 +34,7 @@ from textual.widgets import DataTable, Footer
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.model import Event, LogEvent, RestoreSummary, StateEvent
 from aime_tui.core.ports import EngineHost, ServiceControl
-from aime_tui.store.database import StoreError
-from aime_tui.ui.screens.history import HistoryScreen
+from aime_tui.ui.driver import TerminalDriver
 from aime_tui.ui.widgets.lines import DetailLine, NowPlaying, SummaryLine
 from aime_tui.ui.widgets.log_view import LogView
 from aime_tui.ui.widgets.services_table import ServicesTable
@@ -40,6 +44,14 @@ SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "
 REFRESH_EVERY = 0.1
 FREEZE_AFTER = 0.5
 STYLES = Path(__file__).resolve().parent / "styles"
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """What an engine call raises for something the user can read (and maybe fix): said in
+    the log, never a crash. Imported late: the store's module would delay the first frame."""
+    from aime_tui.store.database import StoreError
+
+    return (ValueError, KeyError, StoreError, ControlError, Unreachable)
 
 
 def _freeze_long_lived() -> None:
@@ -69,18 +81,33 @@ class AimeApp(App):
         Binding("r", "retry", "retry"),
         Binding("h", "history", "history"),
         Binding("question_mark", "show_help_panel", "help", show=False),
-        Binding("q", "quit", "quit"),
+        Binding("d", "detach", "detach", tooltip="Close the window; the services keep running"),
+        Binding("q", "quit", "quit", tooltip="Stop the services and quit (what they want is kept)"),
     ]
 
     def __init__(
         self,
-        engine: EngineHost,
+        engine: EngineHost | Callable[[], EngineHost],
         *,
         now: Callable[[], float] = time.time,
         subtitle: str | Callable[[], str] = "home server",
     ) -> None:
         super().__init__()
-        self.engine = engine
+        #: The engine, or what makes it once the first frame is painted.
+        self._make_engine = engine if callable(engine) else None
+        self.engine: EngineHost | None = None if self._make_engine else engine
+        #: How the app ended: "quit" (the engine closed with it), "detach" or "lost"
+        #: (the engine left running).
+        self.outcome = "quit"
+        #: Why the terminal is gone, once it is.
+        self.lost_terminal: str | None = None
+        #: Opening the engine, then the launch restoration: outlives the app when detached.
+        self.engine_started: asyncio.Task | None = None
+        #: Why the engine could not open, if it could not.
+        self.engine_error: Exception | None = None
+        self._engine_ready = asyncio.Event()
+        self._terminal_gone = asyncio.Event()
+        self._unsubscribe: Callable[[], None] = lambda: None
         self._now = now
         self._subtitle = subtitle
         self._pending_log: list[LogEvent | RestoreSummary] = []
@@ -113,32 +140,49 @@ class AimeApp(App):
         self._services_table = self.query_one("#services", ServicesTable)
         self.set_interval(REFRESH_EVERY, self._refresh_from_engine)
         self.set_interval(1.0, self._tick)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            # A lost SSH session (SIGHUP) or a service manager's SIGTERM: quit cleanly.
-            loop.add_signal_handler(signum, self.exit)
         if _terminal_attached():
             # An SSH drop can leave us with a hung-up terminal and no SIGHUP; Textual's
-            # input thread would then spin. Quit the same way as on a signal.
-            self.set_interval(1.0, self._exit_if_terminal_lost)
-        # Before opening: the engine's notices while it opens (a locked database) count too.
-        self.engine.bus.subscribe(self._on_engine_event)
-        # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
-        self._start_engine()
-        # The launcher pauses the collector while importing (see cli.run_dashboard).
+            # input thread would then spin.
+            self.set_interval(0.5, self._check_terminal)
+        # After the first frame: the engine's imports and opening cost more than the
+        # whole paint. Not a worker: it goes on if the app ends and leaves the engine.
+        self.call_after_refresh(self.begin_engine)
+        # The launcher pauses the collector while importing (see cli/dashboard.py).
         self.call_after_refresh(gc.enable)
 
-    @work(name="engine", exit_on_error=False)
+    def get_driver_class(self):
+        driver = super().get_driver_class()
+        return TerminalDriver if issubclass(TerminalDriver, driver) else driver
+
+    def begin_engine(self) -> None:
+        """Make the engine (if given a factory) and open it, then launch, in a task."""
+        if self.engine_started is not None:
+            return
+        if self.engine is None:
+            assert self._make_engine is not None
+            self.engine = self._make_engine()
+        # Before opening: the engine's notices while it opens (a locked database) count too.
+        self._unsubscribe = self.engine.bus.subscribe(self._on_engine_event)
+        self.engine_started = asyncio.create_task(self._start_engine(), name="engine")
+
     async def _start_engine(self) -> None:
+        assert self.engine is not None
+        from aime_tui.store.database import StoreError
+
         try:
+            # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
             supervisor = await self.engine.open()
         except (StoreError, OSError) as exc:
+            self.engine_error = exc
+            self._engine_ready.set()
             self.exit(return_code=2, message=f"aime-tui: {exc}")
             return
-        self.table.show(supervisor.views(), self._now())
         self.supervisor = supervisor
-        self.table.focus()
-        self._show_detail()
+        if not self._widgets_gone():
+            self.table.show(supervisor.views(), self._now())
+            self.table.focus()
+            self._show_detail()
+        self._engine_ready.set()
         self._pending_log.append(LogEvent(f"data in {self.engine.config.data_dir}", at=self._now()))
         # Restoration runs beside the UI: keys work while services are still starting.
         await self.engine.launch()
@@ -146,17 +190,54 @@ class AimeApp(App):
         # moving it out of the collector's view halves the worst full-collection pauses
         # once the log holds thousands of lines. Not at once: the collection holds the
         # interpreter ~40 ms, and the summary must reach the terminal first.
-        self.set_timer(FREEZE_AFTER, _freeze_long_lived)
+        if self.is_running:
+            self.set_timer(FREEZE_AFTER, _freeze_long_lived)
 
-    def _exit_if_terminal_lost(self) -> None:
+    async def _supervisor_ready(self) -> ServiceControl | None:
+        """The supervisor, once the engine is open: a key pressed before waits for it."""
+        await self._engine_ready.wait()
+        return self.supervisor
+
+    # -- the terminal, and leaving ----------------------------------------------------------
+
+    def _check_terminal(self) -> None:
         if not _terminal_attached():
-            logging.getLogger(__name__).warning("terminal lost: stopping services and quitting")
-            self.exit()
+            self.terminal_lost("the terminal hung up")
+
+    def drop_output(self) -> None:
+        """Write nothing more to the terminal; safe from a signal handler or any thread."""
+        driver = self._driver
+        if isinstance(driver, TerminalDriver):
+            driver.lose()
+
+    def terminal_lost(self, why: str) -> None:
+        """The terminal is gone: end the app without touching it, and leave the engine running."""
+        if self.lost_terminal is not None:
+            return
+        self.lost_terminal = why
+        self.drop_output()
+        logging.getLogger(__name__).warning("terminal lost (%s): closing the window, the services keep running", why)
+        self.outcome = "lost"
+        self._terminal_gone.set()
+        self.exit()
+
+    async def wait_for_lost_terminal(self) -> None:
+        await self._terminal_gone.wait()
+
+    def action_detach(self) -> None:
+        """Close the window; the services keep running in the background."""
+        self.outcome = "detach"
+        self.exit()
 
     async def on_unmount(self) -> None:
         gc.enable()
         gc.unfreeze()
-        await self.engine.close()
+        self._unsubscribe()  # the window is gone: the engine no longer reports here
+        if self.outcome == "quit":
+            if self.engine_started is not None:
+                self.engine_started.cancel()  # a start still under way is abandoned
+            if self.engine is not None:
+                await self.engine.close()
 
     # -- engine events -------------------------------------------------------------------
 
@@ -228,7 +309,7 @@ class AimeApp(App):
         """Run a supervisor call; a refusal (unknown mode, closed store) goes to the log."""
         try:
             await operation
-        except (ValueError, KeyError, StoreError, ControlError, Unreachable) as exc:
+        except _refusals() as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
     @work(name="wake", group="wake", exit_on_error=False)
@@ -243,49 +324,56 @@ class AimeApp(App):
             self._pending_log.append(LogEvent(text, logging.ERROR, at=self._now()))
 
     async def action_toggle(self) -> None:
-        if self.supervisor and (name := self.selected_service):
+        if await self._supervisor_ready() and (name := self.selected_service):
             await self._act(self.supervisor.toggle(name))
 
     async def action_start(self, name: str | None = None) -> None:
-        if self.supervisor and (name := name or self.selected_service):
+        if await self._supervisor_ready() and (name := name or self.selected_service):
             await self._act(self.supervisor.start(name))
 
     async def action_stop(self, name: str | None = None) -> None:
-        if self.supervisor and (name := name or self.selected_service):
+        if await self._supervisor_ready() and (name := name or self.selected_service):
             await self._act(self.supervisor.stop(name))
 
     async def action_start_all(self) -> None:
-        if self.supervisor:
+        if await self._supervisor_ready():
             await self._act(self.supervisor.start_all())
 
     async def action_stop_all(self) -> None:
-        if self.supervisor:
+        if await self._supervisor_ready():
             await self._act(self.supervisor.stop_all())
 
     async def action_retry(self, name: str | None = None) -> None:
-        if self.supervisor and (name := name or self.selected_service):
+        if await self._supervisor_ready() and (name := name or self.selected_service):
             await self._act(self.supervisor.retry_now(name))
 
     async def action_mode(self) -> None:
-        if self.supervisor:
+        if await self._supervisor_ready():
             moded = [n for n in self.supervisor.names if self.supervisor.modes(n)]
             for name in moded:
                 await self._act(self.supervisor.cycle_mode(name))
 
-    def action_wake(self) -> None:
-        if self.supervisor:
+    async def action_wake(self) -> None:
+        if await self._supervisor_ready():
             self._recover(self.supervisor.wake())
 
-    def action_history(self) -> None:
-        if self.supervisor is not None and not isinstance(self.screen, HistoryScreen):
+    async def action_history(self) -> None:
+        if await self._supervisor_ready() is not None and not self._on_history_screen():
+            from aime_tui.ui.screens.history import HistoryScreen
+
             self.push_screen(HistoryScreen(self.engine.config.db_path, self.supervisor.names, now=self._now))
+
+    def _on_history_screen(self) -> bool:
+        # Its module is imported when first shown: before that, it cannot be on screen.
+        history = sys.modules.get("aime_tui.ui.screens.history")
+        return history is not None and isinstance(self.screen, history.HistoryScreen)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Over the history screen, service keys would act on a table out of sight.
-        return not (isinstance(self.screen, HistoryScreen) and action in SERVICE_ACTIONS)
+        return not (self._on_history_screen() and action in SERVICE_ACTIONS)
 
-    def action_slow_wake(self) -> None:
-        if self.supervisor and self.engine.demo is not None:
+    async def action_slow_wake(self) -> None:
+        if await self._supervisor_ready() and self.engine.demo is not None:
             self._recover(self.engine.simulate_slow_wake())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -301,3 +389,35 @@ class AimeApp(App):
         yield SystemCommand("Cycle scheduler mode", "MAINTENANCE ↔ MASSIVE (saved)", self.action_mode)
         yield SystemCommand("Simulate wake", "Recover as after a sleep: stop and restore", self.action_wake)
         yield SystemCommand("History and availability", "Transitions, availability over 24 h and 7 d", self.action_history)
+        yield from self._leaving_commands()
+
+    def _leaving_commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Detach", "Close the window; the services keep running in the background", self.action_detach)
+
+
+class AttachedApp(AimeApp):
+    """The dashboard of an instance that runs on without it (usually headless): `q` and `d`
+    detach; stopping the instance is explicit (its palette entry, or `aime-tui shutdown`)."""
+
+    BINDINGS = [
+        Binding("d", "detach", "detach", show=False),
+        Binding("q", "detach", "detach", tooltip="Close the window; the instance and its services keep running"),
+    ]
+
+    def action_detach(self) -> None:
+        self.exit()  # closing a remote engine detaches from it
+
+    async def action_shutdown(self) -> None:
+        try:
+            pid = await self.engine.shutdown()
+        except (ValueError, ControlError, Unreachable) as exc:
+            self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
+            return
+        self.exit(message=f"aime-tui: asked the instance (pid {pid}) to stop; its services stop with it")
+
+    def _leaving_commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Detach", "Close the window; the instance keeps running", self.action_detach)
+        yield SystemCommand(
+            "Shut down the instance", "Stop the running instance and its services (what they want is kept)",
+            self.action_shutdown,
+        )
