@@ -117,11 +117,10 @@ def test_a_new_dashboard_attaches_q_detaches_and_shutdown_stops(instance):
     again.wait_for("EXITED 0")
     assert running(pid), "q in an attached dashboard leaves the instance running"
 
-    began = time.monotonic()
     stopped = cli("shutdown", "--data-dir", str(data_dir), env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert f"stopped the instance (pid {pid})" in stopped.stdout
-    assert not running(pid) and time.monotonic() - began < 3.0
+    assert not running(pid), "shutdown returns once the process is gone"
     with sqlite3.connect(data_dir / "aime.db") as db:
         wanted = dict(db.execute("SELECT service_name, is_active FROM service_states"))
     assert wanted == {"tracker": 0, "roon_tracker": 1, "scheduler": 1}

@@ -164,6 +164,7 @@ async def _host(config: "Config", handoff: Handoff, come_back: str) -> int:
         if not done:
             log.warning("the window did not close within %.0f s of losing the terminal: carrying on without it", APP_EXIT_WAIT)
     leaving.cancel()
+    app.stop_listening()  # in case the window never got as far as closing
     if stopping or app.outcome == "quit" or app.engine_error is not None:
         if app.engine is not None:  # closed with the window already, unless it was lost first
             if app.engine_started is not None:

@@ -229,10 +229,15 @@ class AimeApp(App):
         self.outcome = "detach"
         self.exit()
 
+    def stop_listening(self) -> None:
+        """The window is gone: the engine no longer reports here."""
+        self._unsubscribe()
+        self._unsubscribe = lambda: None
+
     async def on_unmount(self) -> None:
         gc.enable()
         gc.unfreeze()
-        self._unsubscribe()  # the window is gone: the engine no longer reports here
+        self.stop_listening()
         if self.outcome == "quit":
             if self.engine_started is not None:
                 self.engine_started.cancel()  # a start still under way is abandoned
