@@ -29,6 +29,7 @@ BACKUP_DIR = "backups"
 
 DEFAULT_LASTFM_URL = "https://ws.audioscrobbler.com/2.0/"
 DEFAULT_ROON_PORT = 9330
+DEFAULT_NOTIFY_AFTER = 600.0
 
 
 class ConfigError(Exception):
@@ -104,6 +105,34 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Apprise URLs to tell, and how long a wanted service may fail before they are told."""
+
+    urls: tuple[str, ...] = ()
+    after: float = DEFAULT_NOTIFY_AFTER
+
+    def __repr__(self) -> str:
+        # Apprise URLs carry tokens and passwords.
+        return f"NotifyConfig(urls={[mask_url(url) for url in self.urls]!r}, after={self.after!r})"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Where the health, readiness and metrics endpoints listen; no host means off."""
+
+    host: str = ""
+    port: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     config_path: Path
@@ -111,6 +140,8 @@ class Config:
     roon: RoonConfig = field(default_factory=RoonConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     restore_timeout: float = 3.0
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     demo: bool = False
     demo_faults: bool = True
     #: Unknown sections and keys found in the file, each with the nearest known key.
@@ -147,6 +178,13 @@ def mask_secret(secret: str) -> str:
     if len(secret) <= 8:
         return "*" * len(secret)
     return "*" * 8 + secret[-4:]
+
+
+def mask_url(url: str) -> str:
+    """A notification URL as it may be shown: its scheme, the rest masked (the tokens and
+    passwords are anywhere in it, the host included: tgram://BOT_TOKEN/CHAT)."""
+    scheme, found, rest = url.partition("://")
+    return f"{scheme}://{mask_secret(rest)}" if found else mask_secret(url)
 
 
 def default_data_dir() -> Path:
@@ -189,9 +227,10 @@ NUMBER_RULES: dict[tuple[str, str], NumberRule] = {
     ("scheduler", "catchup_interval"): NumberRule(1, 7 * 86_400),
     ("scheduler", "backfill_interval"): NumberRule(0.05, 3_600),
     ("restore", "timeout"): NumberRule(0.1, 300),
+    ("notify", "after"): NumberRule(0, 7 * 86_400),
 }
 # Sections whose keys are not the fields of one of Config's dataclass sections.
-EXTRA_SECTIONS: dict[str, tuple[str, ...]] = {"restore": ("timeout",)}
+EXTRA_SECTIONS: dict[str, tuple[str, ...]] = {"restore": ("timeout",), "http": ("listen",)}
 
 
 def _parse_number(value: object, where: str, rule: NumberRule) -> float:
@@ -251,6 +290,27 @@ def _parse_mode(value: object, where: str) -> str:
     return mode
 
 
+def _parse_urls(value: object, where: str) -> tuple[str, ...]:
+    """A list of Apprise URLs; a string (an environment variable) holds them space-separated."""
+    if isinstance(value, str):
+        return tuple(value.split())
+    if not isinstance(value, list) or not all(isinstance(url, str) for url in value):
+        raise ConfigError(f"{where}: expected a list of URLs in quotes, like [\"ntfy://ntfy.sh/my-topic\"]")
+    return tuple(url.strip() for url in value if url.strip())
+
+
+def _parse_listen(value: object, where: str) -> HttpConfig:
+    """HOST:PORT, [IPv6]:PORT, or a bare PORT (loopback); "" is off."""
+    text = str(value).strip()
+    if not text:
+        return HttpConfig()
+    host, _, port_text = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT like \"127.0.0.1:9180\", got {value!r}")
+    return HttpConfig(host=host, port=int(port_text))
+
+
 def _read_toml(path: Path) -> dict:
     try:
         with path.open("rb") as handle:
@@ -291,6 +351,8 @@ def load_config(
     roon_raw = dict(_section(data, "roon", config_path))
     scheduler_raw = dict(_section(data, "scheduler", config_path))
     restore_raw = dict(_section(data, "restore", config_path))
+    notify_raw = dict(_section(data, "notify", config_path))
+    http_raw = dict(_section(data, "http", config_path))
 
     # Environment beats the file: the usual order for services run under systemd or docker.
     env_keys = {
@@ -303,6 +365,8 @@ def load_config(
         "AIME_ENABLE_SCHEDULER": (scheduler_raw, "enabled"),
         "AIME_SCHEDULER_MODE": (scheduler_raw, "mode"),
         "AIME_RESTORE_TIMEOUT": (restore_raw, "timeout"),
+        "AIME_NOTIFY_URLS": (notify_raw, "urls"),
+        "AIME_HTTP_LISTEN": (http_raw, "listen"),
     }
     sources = {}
     for variable, (target, key) in env_keys.items():
@@ -345,6 +409,11 @@ def load_config(
         backfill_interval=number(scheduler_raw, "scheduler", "backfill_interval", 2),
     )
     restore_timeout = number(restore_raw, "restore", "timeout", 3.0)
+    notify = NotifyConfig(
+        urls=_parse_urls(notify_raw.get("urls", []), where(notify_raw, "notify", "urls")),
+        after=number(notify_raw, "notify", "after", DEFAULT_NOTIFY_AFTER),
+    )
+    http = _parse_listen(http_raw.get("listen", ""), where(http_raw, "http", "listen"))
 
     if data_dir is None:
         data_dir = Path(env["AIME_DATA_DIR"]) if env.get("AIME_DATA_DIR") else None
@@ -358,6 +427,8 @@ def load_config(
         roon=roon,
         scheduler=scheduler,
         restore_timeout=restore_timeout,
+        notify=notify,
+        http=http,
         demo=demo,
         demo_faults=_parse_bool(env.get("AIME_DEMO_FAULTS", "1"), "AIME_DEMO_FAULTS"),
         warnings=unknown_key_warnings(data, config_path),
@@ -400,6 +471,19 @@ mode = "MAINTENANCE"
 [restore]
 # Seconds each service gets to start when services are restored.  (AIME_RESTORE_TIMEOUT)
 timeout = 3.0
+
+[notify]
+# Apprise URLs to tell when a restoration fails, a service needs attention or keeps
+# failing, and when it recovers: ntfy://ntfy.sh/TOPIC, gotify://HOST/TOKEN,
+# mailto://USER:PASSWORD@HOST, json://HOST/PATH …  (AIME_NOTIFY_URLS, space-separated)
+urls = []
+# Seconds a wanted service may stay in backoff before you are told.
+after = 600
+
+[http]
+# Serve /health, /ready and /metrics here, e.g. "127.0.0.1:9180"; "" is off.
+# Only an address you write here is listened on.  (AIME_HTTP_LISTEN)
+listen = ""
 """
 
 

@@ -31,7 +31,9 @@ from aime_tui.services.registry import build_services, settings_of
 from aime_tui.store.database import Store, StoreError
 
 if TYPE_CHECKING:
+    from aime_tui.control.probes import ProbeServer
     from aime_tui.demo.environment import DemoEnvironment
+    from aime_tui.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class Engine(EngineHost):
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
+        self.notifier: Notifier | None = None
+        self.probes: ProbeServer | None = None
+        self._probes_starting: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
         self._lock_notice_at = 0.0
         #: The settings each service last started with, to tell which a reload changes.
@@ -112,6 +117,7 @@ class Engine(EngineHost):
         )
         await self.supervisor.load()
         await self._serve_control()
+        self._start_telling()
         return self.supervisor
 
     def _secure_data_dir(self) -> None:
@@ -136,6 +142,42 @@ class Engine(EngineHost):
             self._notice(f"control socket {path} unavailable: {exc}", logging.WARNING)
             return
         self.control = server
+
+    def _start_telling(self) -> None:
+        """Notifications and the HTTP probes, each only when configured: a launch without
+        them imports neither Apprise nor a web server."""
+        if self.config.notify.urls:
+            from aime_tui.notify import Notifier
+
+            assert self.supervisor is not None
+            self.notifier = Notifier(
+                self.supervisor,
+                self.config.notify.urls,
+                after=self.config.notify.after,
+                on_notice=lambda text, level: self.on_notice(text, level),
+            )
+            self.notifier.start()
+        if self.config.http.enabled:
+            from aime_tui.control.probes import ProbeServer
+
+            http = self.config.http
+            server = ProbeServer(self, http.host, http.port, wall=self._wall, clock=self._clock)
+            server.watch()
+            self._probes_starting = asyncio.create_task(self._serve_probes(server), name="probes")
+
+    async def _serve_probes(self, server: ProbeServer) -> None:
+        """Listen on [http] listen: beside the restoration, so it does not wait for the import."""
+        http = self.config.http
+        try:
+            await server.start()
+        except OSError as exc:
+            self._notice(f"http {http.address} unavailable: {exc.strerror or exc}", logging.ERROR)
+            return
+        except ImportError as exc:
+            self._notice(f"http {http.address} off: {exc} (pip install aiohttp prometheus-client)", logging.ERROR)
+            return
+        self.probes = server
+        log.info("serving /health, /ready and /metrics on http://%s", http.address)
 
     def _configure_for_start(self, service: Service) -> None:
         """Before each start: the service starts with the config file as it is now, so
@@ -242,6 +284,16 @@ class Engine(EngineHost):
         for task in self._background:
             task.cancel()
         self._background = []
+        if self._probes_starting is not None:
+            self._probes_starting.cancel()
+            await asyncio.gather(self._probes_starting, return_exceptions=True)
+            self._probes_starting = None
+        if self.probes is not None:
+            await self.probes.close()
+            self.probes = None
+        if self.notifier is not None:
+            await self.notifier.close()
+            self.notifier = None
         if self.control is not None:
             await self.control.close()
             self.control = None

@@ -135,7 +135,7 @@ def test_init_writes_a_parseable_template_and_never_overwrites(tmp_path):
     assert path.read_text() == CONFIG_TEMPLATE
     assert path.stat().st_mode & 0o777 == 0o600, "it will hold an API key"
     parsed = tomllib.loads(path.read_text())
-    assert set(parsed) == {"lastfm", "roon", "scheduler", "restore"}
+    assert set(parsed) == {"lastfm", "roon", "scheduler", "restore", "notify", "http"}
     assert load_config(config_path=path, data_dir=tmp_path, env={}).scheduler.mode == "MAINTENANCE"
     with pytest.raises(ConfigError, match="already exists"):
         write_config_template(path)
@@ -158,6 +158,8 @@ def test_init_writes_a_parseable_template_and_never_overwrites(tmp_path):
         ("restore", "timeout", "nan", "a number from 0.1 to 300 s"),
         ("restore", "timeout", "1e9", "a number from 0.1 to 300 s"),
         ("restore", "timeout", '"soon"', "a number from 0.1 to 300 s"),
+        ("notify", "after", "-1", "a number from 0 to 604800 s"),
+        ("notify", "after", "inf", "a number from 0 to 604800 s"),
     ],
 )
 def test_every_number_is_checked_for_type_finiteness_and_range(tmp_path, section, key, value, allowed):
@@ -195,3 +197,20 @@ def test_unknown_sections_and_keys_are_warned_about_with_the_nearest_known_one(t
 def test_a_file_with_only_known_keys_has_no_warnings(tmp_path):
     path = write(tmp_path / "c.toml", CONFIG_TEMPLATE)
     assert load_config(config_path=path, data_dir=tmp_path, env={}).warnings == ()
+
+
+def test_notify_and_http_keys_and_their_overrides(tmp_path):
+    path = write(tmp_path / "c.toml", '[notify]\nurls = ["ntfy://ntfy.example/topic-secret1234"]\nafter = 120\n'
+                 '[http]\nlisten = "127.0.0.1:9180"\n')
+    config = load_config(config_path=path, data_dir=tmp_path, env={})
+    assert config.notify.urls == ("ntfy://ntfy.example/topic-secret1234",) and config.notify.after == 120
+    assert config.http.address == "127.0.0.1:9180"
+    assert "topic-secret" not in repr(config) and "1234" in repr(config.notify)
+    env = {"AIME_NOTIFY_URLS": "json://127.0.0.1:9/a  json://127.0.0.1:9/b", "AIME_HTTP_LISTEN": "9181"}
+    config = load_config(config_path=path, data_dir=tmp_path, env=env)
+    assert config.notify.urls == ("json://127.0.0.1:9/a", "json://127.0.0.1:9/b")
+    assert config.http.address == "127.0.0.1:9181"
+    defaults = load_config(config_path=tmp_path / "none.toml", data_dir=tmp_path, env={})
+    assert defaults.notify.urls == () and defaults.notify.after == 600 and not defaults.http.enabled
+    with pytest.raises(ConfigError, match=r"\[notify\] urls: expected a list of URLs"):
+        load_config(config_path=write(tmp_path / "bad.toml", "[notify]\nurls = 3\n"), data_dir=tmp_path, env={})

@@ -129,3 +129,30 @@ def test_the_command_prints_one_line_per_check_and_exits_non_zero_on_failure(tmp
     assert len(failures) == 2 and all(" — fix: " in line for line in failures)
     assert lines[-1] == "2 checks failed"
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_notify_urls_that_apprise_cannot_parse_fail_masked_and_good_ones_pass(tmp_path):
+    (tmp_path / "config.toml").write_text(
+        '[notify]\nurls = ["json://ana:hunter2secret@127.0.0.1:9/hook", "nosuchscheme://token-abcdef123456"]\n',
+        encoding="utf-8",
+    )
+    checks = doctor.run(config_path=tmp_path / "config.toml", data_dir=tmp_path / "data", demo=False, env={"AIME_ROON_DISCOVERY": "off"})
+    lines = [check.line() for check in checks if check.what.startswith("notify")]
+    assert lines[0].startswith("ok    notify: json://ana:****@127.0.0.1:9/hook parse")
+    assert lines[1].startswith("FAIL  notify URL nosuchscheme://********3456 is not one Apprise knows — fix: ")
+    assert "hunter2secret" not in "\n".join(check.line() for check in checks)
+
+
+def test_the_http_address_must_be_free_to_bind(tmp_path):
+    config = tmp_path / "config.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config.write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
+        checks = doctor.run(config_path=config, data_dir=tmp_path / "data", demo=False, env={"AIME_ROON_DISCOVERY": "off"})
+        (busy,) = [check for check in checks if check.what.startswith("http")]
+        assert busy.outcome == doctor.FAIL and "cannot be bound" in busy.what and "[http] listen" in busy.fix
+    checks = doctor.run(config_path=config, data_dir=tmp_path / "data", demo=False, env={"AIME_ROON_DISCOVERY": "off"})
+    (free,) = [check for check in checks if check.what.startswith("http")]
+    assert free.line() == f"ok    http 127.0.0.1:{port} can be bound (/health, /ready, /metrics)"

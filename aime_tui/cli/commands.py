@@ -1,5 +1,5 @@
 """The subcommands of a second shell: status, start, stop, retry, mode, wake, shutdown,
-health, doctor, history, plays, export and stats.
+health, doctor, history, plays, export, stats and notify.
 
 `status`, `start`, `stop`, `retry`, `mode`, `wake`, `shutdown` and `health` talk to the running
 instance over its control socket; with no instance running, `status`, `start`, `stop`
@@ -386,6 +386,32 @@ def cmd_stats(args, config: Config) -> int:
     return _read(config, work)
 
 
+def cmd_notify(args, config: Config) -> int:
+    """List the notification URLs (masked); with --test, send each one a message."""
+    urls = config.notify.urls
+    if not urls:
+        return fail(f"no notification URLs: set [notify] urls in {config.config_path} (or AIME_NOTIFY_URLS)", EXIT_FAILED)
+    from aime_tui.notify import INFO, build_targets, send
+
+    targets = build_targets(urls)
+    unknown = [target for target in targets if target.plugin is None]
+    for target in unknown:
+        print(f"not a URL Apprise knows: {target.shown}")
+    if not args.test:
+        for target in targets:
+            if target.plugin is not None:
+                print(target.shown)
+        print("`aime-tui notify --test` sends each of them a test message")
+        return EXIT_FAILED if unknown else EXIT_OK
+    import socket
+
+    failed = send(targets, f"aime-tui on {socket.gethostname()}", "A test message from aime-tui: notifications reach you.", INFO)
+    for target in targets:
+        if target.plugin is not None:
+            print(f"{'FAILED' if target in failed else 'sent  '} {target.shown}")
+    return EXIT_FAILED if failed or unknown else EXIT_OK
+
+
 COMMANDS: dict[str, Callable[..., int]] = {
     "status": cmd_status,
     "start": cmd_start_stop,
@@ -399,4 +425,5 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "plays": cmd_plays,
     "export": cmd_export,
     "stats": cmd_stats,
+    "notify": cmd_notify,
 }

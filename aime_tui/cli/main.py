@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = command("stats", "plays per day, top artists, tracks and albums, plays per source")
     stats.add_argument("--period", choices=("7d", "30d", "365d", "all"), default="30d", help="default 30d")
     stats.add_argument("--json", action="store_true", help="machine-readable")
+    command("notify", "the notification URLs of [notify] urls, masked").add_argument(
+        "--test", action="store_true", help="send each of them a test message"
+    )
     return parser
 
 

@@ -115,6 +115,8 @@ class Supervisor(ServiceControl):
         self._wake_lock = asyncio.Lock()
         #: Heartbeat passes completed: the evidence that it runs (and has looked at everything).
         self.heartbeat_passes = 0
+        #: Services a restoration is starting now: their outcome comes in its summary.
+        self.restoring: set[str] = set()
 
     # -- observing -----------------------------------------------------------------
 
@@ -270,8 +272,13 @@ class Supervisor(ServiceControl):
         for record in wanted:
             self._cancel_retry(record)
             record.failures = 0
+        names = {record.service.name for record in wanted}
+        self.restoring |= names
         attempts = [self._launch(r, self._start_attempt(r, trigger)) for r in wanted]
-        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        finally:
+            self.restoring -= names
         succeeded = []
         failed = {}
         for record, outcome in zip(wanted, outcomes):

@@ -3,8 +3,9 @@
 Checks the Python version, that the dependencies import, that the config parses, that
 the config and data directories exist (or can be created) and are writable, that the
 database opens and passes quick_check, whether an instance runs and answers on its
-socket, that the configured endpoints accept a connection, and which Roon Cores answer
-the discovery query (unless AIME_ROON_DISCOVERY is off). It changes nothing:
+socket, that the configured endpoints accept a connection, which Roon Cores answer
+the discovery query (unless AIME_ROON_DISCOVERY is off), that the notification URLs
+parse, and that the HTTP probes' address can be bound. It changes nothing:
 the database is opened read-only, and nothing is moved aside or created (writability
 is probed with a temporary file that is removed at once). No Textual here.
 """
@@ -253,6 +254,63 @@ def check_discovery(config: Config) -> Check:
     return Check(OK, f"Roon Core{'s' * (len(cores) > 1)} found: {found}")
 
 
+def check_notify(config: Config) -> list[Check]:
+    """Every [notify] URL must be one Apprise can parse (it knows 100-odd services)."""
+    if not config.notify.urls:
+        return []
+    from aime_tui.notify import build_targets
+
+    try:
+        targets = build_targets(config.notify.urls)
+    except ImportError as exc:
+        return [Check(FAIL, f"notifications: Apprise does not import: {exc}", "pip install apprise")]
+    checks = [
+        Check(FAIL, f"notify URL {target.shown} is not one Apprise knows",
+              f"fix it in [notify] urls of {config.config_path}: the forms are at https://github.com/caronc/apprise/wiki")
+        for target in targets
+        if target.plugin is None
+    ]
+    good = [target.shown for target in targets if target.plugin is not None]
+    if good:
+        checks.insert(0, Check(OK, f"notify: {', '.join(good)} parse; `aime-tui notify --test` sends one"))
+    return checks
+
+
+def check_http(config: Config, data_dir: Path) -> list[Check]:
+    """The [http] address can be bound, or the running instance already serves it."""
+    http = config.http
+    if not http.enabled:
+        return []
+    for module, distribution in (("aiohttp.web", "aiohttp"), ("prometheus_client", "prometheus-client")):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            return [Check(FAIL, f"http: {distribution} does not import: {exc}", f"pip install {distribution}")]
+    where = f"[http] listen in {config.config_path}"
+    try:
+        family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((http.host, http.port))
+    except OSError as exc:
+        if instance_running(data_dir / LOCK_FILE) and _serves_probes(http):
+            return [Check(OK, f"http {http.address}: served by the running instance")]
+        why = exc.strerror or str(exc)
+        return [Check(FAIL, f"http {http.address} cannot be bound: {why}", f"pick another address or port for {where}")]
+    return [Check(OK, f"http {http.address} can be bound (/health, /ready, /metrics)")]
+
+
+def _serves_probes(http) -> bool:
+    import httpx
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(http.host, http.host)
+    url = f"http://[{host}]:{http.port}/ready" if ":" in host else f"http://{host}:{http.port}/ready"
+    try:
+        return "ready" in httpx.get(url, timeout=CONNECT_TIMEOUT).json()
+    except Exception:  # not us, or not answering: either way not served by the instance
+        return False
+
+
 def run(*, config_path: Path | None, data_dir: Path | None, demo: bool, env: Mapping[str, str] | None = None) -> list[Check]:
     env = os.environ if env is None else env
     if config_path is None:
@@ -271,4 +329,6 @@ def run(*, config_path: Path | None, data_dir: Path | None, demo: bool, env: Map
     checks.append(check_instance(data_dir))
     if config is not None:
         checks.extend(check_endpoints(config))
+        checks.extend(check_notify(config))
+        checks.extend(check_http(config, data_dir))
     return checks

@@ -1,0 +1,216 @@
+"""The HTTP probes: `/health`, `/ready` and `/metrics` for orchestrators and monitors.
+
+Served only when `[http] listen` is set, on that address alone, by aiohttp's web server on
+the instance's own loop; aiohttp and prometheus-client are imported (in a thread, so the
+loop keeps going) only then.
+
+- /health: the `health` report as JSON; 200 when healthy, 503 when degraded or unhealthy.
+- /ready: 503 until the launch restoration has finished, then 200.
+- /metrics: the Prometheus text format, written by prometheus-client.
+
+Concurrent probes share one database check (a probe storm is one query), and a check
+stays fresh for DATABASE_FRESH seconds. No Textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aime_tui.core.supervisor import Event, LogEvent, RestoreSummary, RunState
+from aime_tui.reports.health import HEALTHY, ErrorTally, assess, database_reachable
+
+if TYPE_CHECKING:
+    from aime_tui.engine import Engine
+
+log = logging.getLogger(__name__)
+
+DATABASE_FRESH = 1.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SHUTDOWN_TIMEOUT = 1.0
+
+
+class ProbeServer:
+    """Serves one engine's health, readiness and metrics over HTTP until closed."""
+
+    def __init__(self, engine: "Engine", host: str, port: int, *, wall=time.time, clock=time.monotonic) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self._wall = wall
+        self._clock = clock
+        self._started = clock()
+        self.errors = ErrorTally(clock=clock)
+        self.last_summary: RestoreSummary | None = None
+        self.ready = False
+        self._runner = None
+        self._database: asyncio.Task | None = None
+        self._database_at = 0.0
+
+    def watch(self) -> None:
+        """Follow the supervisor's events from now: before the restoration starts, so that
+        its summary is seen however long the server takes to load."""
+        supervisor = self.engine.supervisor
+        assert supervisor is not None
+        supervisor.subscribe(self._on_event)
+
+    async def start(self) -> None:
+        """Import the server (off the loop) and listen; OSError if it cannot bind."""
+        modules = await asyncio.to_thread(_import_server)
+        web = modules["web"]
+        self._metrics = modules["metrics"]
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready)
+        app.router.add_get("/metrics", self._metrics_page)
+        self._web = web
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._database is not None:
+            self._database.cancel()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RestoreSummary):
+            self.last_summary = event
+            if event.trigger == "launch":
+                self.ready = True
+        elif isinstance(event, LogEvent):
+            self.errors.note(event.level)
+
+    async def _database_check(self) -> dict[str, Any]:
+        """One check shared by every probe that asks while it runs, and for a second after."""
+        task = self._database
+        if task is None or (task.done() and self._clock() - self._database_at >= DATABASE_FRESH):
+            task = self._database = asyncio.ensure_future(database_reachable(self.engine.store, wall=self._wall))
+            task.add_done_callback(lambda _: setattr(self, "_database_at", self._clock()))
+        return await asyncio.shield(task)
+
+    def _json(self, body: dict[str, Any], status: int):
+        return self._web.Response(
+            text=json.dumps(body, default=str), status=status, content_type="application/json"
+        )
+
+    async def _health(self, request):
+        supervisor = self.engine.supervisor
+        if supervisor is None:
+            return self._json({"status": "unhealthy", "problems": ["the instance is shutting down"]}, 503)
+        report = assess(
+            supervisor.views(),
+            database=await self._database_check(),
+            uptime=self._clock() - self._started,
+            errors=self.errors.counts(),
+            summary=None if self.last_summary is None else self.last_summary.line(),
+            now=self._wall(),
+        )
+        return self._json(report, 200 if report["status"] == HEALTHY else 503)
+
+    async def _ready(self, request):
+        ready = self.ready and self.engine.supervisor is not None
+        return self._json({"ready": ready}, 200 if ready else 503)
+
+    async def _metrics_page(self, request):
+        families = await self._collect()
+        text = self._metrics["generate_latest"](_Families(families))
+        return self._web.Response(body=text, headers={"Content-Type": METRICS_TYPE})
+
+    async def _collect(self) -> list:
+        gauge, counter = self._metrics["gauge"], self._metrics["counter"]
+        supervisor = self.engine.supervisor
+        views = supervisor.views() if supervisor is not None else []
+        now = self._wall()
+        up = gauge("aime_service_up", "1 when the service is started and not failing or stopped", labels=["service"])
+        wanted = gauge("aime_service_wanted", "1 when the user wants the service running (saved)", labels=["service"])
+        state = gauge("aime_service_state", "1 for the state the service is in", labels=["service", "state"])
+        restarts = counter("aime_service_restarts", "Restarts after a failure, since launch", labels=["service"])
+        age = gauge(
+            "aime_service_last_check_age_seconds", "Seconds since the service last checked for plays",
+            labels=["service"],
+        )
+        for view in views:
+            running = view.up or view.state is RunState.RUNNING
+            up.add_metric([view.name], 1.0 if running else 0.0)
+            wanted.add_metric([view.name], 1.0 if view.wanted else 0.0)
+            for each in RunState:
+                state.add_metric([view.name, each.value], 1.0 if view.state is each else 0.0)
+            restarts.add_metric([view.name], float(view.restarts))
+            checked = view.status.get("last_check")
+            if checked:
+                age.add_metric([view.name], max(0.0, now - checked))
+        families = [up, wanted, state, restarts, age]
+        plays = gauge("aime_plays_stored", "Plays stored in the database, by where they came from", labels=["source"])
+        for source, count in await self._plays_by_source():
+            plays.add_metric([source], float(count))
+        families.append(plays)
+        ready = gauge("aime_ready", "1 once the launch restoration has finished")
+        ready.add_metric([], 1.0 if self.ready else 0.0)
+        families.append(ready)
+        if self.last_summary is not None:
+            duration = gauge("aime_restore_duration_seconds", "How long the last restoration took")
+            duration.add_metric([], self.last_summary.elapsed)
+            failed = gauge("aime_restore_failed_services", "Services the last restoration could not start")
+            failed.add_metric([], float(len(self.last_summary.failed)))
+            families += [duration, failed]
+        size = gauge("aime_database_size_bytes", "Size of the database file and its write-ahead log")
+        size.add_metric([], float(_database_size(self.engine.config.db_path)))
+        families.append(size)
+        return families
+
+    async def _plays_by_source(self) -> list[tuple[str, int]]:
+        store = self.engine.store
+        if store is None:
+            return []
+        try:
+            async with store.db.execute("SELECT source, COUNT(*) FROM plays GROUP BY source") as cursor:
+                return [tuple(row) for row in await cursor.fetchall()]
+        except Exception as exc:  # the page still says what it can
+            log.warning("metrics: plays not counted: %s", exc)
+            return []
+
+
+class _Families:
+    """The families of one scrape, in the shape prometheus-client's writer reads."""
+
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self):
+        return self._families
+
+
+def _import_server() -> dict[str, Any]:
+    web = importlib.import_module("aiohttp.web")
+    core = importlib.import_module("prometheus_client.core")
+    exposition = importlib.import_module("prometheus_client.exposition")
+    return {
+        "web": web,
+        "metrics": {
+            "gauge": core.GaugeMetricFamily,
+            "counter": core.CounterMetricFamily,
+            "generate_latest": exposition.generate_latest,
+        },
+    }
+
+
+def _database_size(path) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += path.with_name(path.name + suffix).stat().st_size
+        except OSError:
+            pass
+    return total
