@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from aime_tui.config import mask_url
-from aime_tui.core.supervisor import Event, RestoreSummary, RunState, ServiceView, StateEvent, Supervisor, format_duration
+from aime_tui.core.model import Event, RestoreSummary, RunState, ServiceView, StateEvent
+from aime_tui.core.supervisor import Supervisor
+from aime_tui.format import duration
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +251,7 @@ class Notifier:
         if problem.announced:
             return
         problem.announced = True
-        failing = format_duration(self._now() - problem.since)
+        failing = duration(self._now() - problem.since)
         why = f": {problem.reason}" if problem.reason else ""
         self._say(f"{name} has not run steadily for {failing} (still retrying){why}", failing=True)
 
@@ -259,7 +261,7 @@ class Notifier:
             return
         problem.cancel()
         if problem.announced:
-            self._say(f"{name} recovered: running again after {format_duration(self._now() - problem.since)}")
+            self._say(f"{name} recovered: running again after {duration(self._now() - problem.since)}")
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aime_tui.core.supervisor import Event, LogEvent, RestoreSummary, RunState
+from aime_tui.core.model import Event, LogEvent, RestoreSummary, RunState
 from aime_tui.reports.health import HEALTHY, ErrorTally, assess, database_reachable
 
 if TYPE_CHECKING:
