@@ -8,8 +8,9 @@ loop keeps going) only then.
 - /ready: 503 until the launch restoration has finished, then 200.
 - /metrics: the Prometheus text format, written by prometheus-client.
 
-Concurrent probes share one database check (a probe storm is one query), and a check
-stays fresh for DATABASE_FRESH seconds. No Textual here.
+A probe storm is one report: concurrent probes share one database check and one encoded
+answer, which stays fresh for REPORT_FRESH seconds unless the supervisor reports a change
+(then the next probe builds a new one). No Textual here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATABASE_FRESH = 1.0
+REPORT_FRESH = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SHUTDOWN_TIMEOUT = 1.0
 
@@ -48,8 +49,10 @@ class ProbeServer:
         self.last_summary: RestoreSummary | None = None
         self.ready = False
         self._runner = None
-        self._database: asyncio.Task | None = None
-        self._database_at = 0.0
+        #: Bumped by every supervisor event: an answer built before one is stale.
+        self._generation = 0
+        self._report: asyncio.Task | None = None
+        self._report_key: tuple[int, float] = (-1, 0.0)
 
     def watch(self) -> None:
         """Follow the supervisor's events from now: before the restoration starts, so that
@@ -81,10 +84,11 @@ class ProbeServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-        if self._database is not None:
-            self._database.cancel()
+        if self._report is not None:
+            self._report.cancel()
 
     def _on_event(self, event: Event) -> None:
+        self._generation += 1
         if isinstance(event, RestoreSummary):
             self.last_summary = event
             if event.trigger == "launch":
@@ -92,36 +96,33 @@ class ProbeServer:
         elif isinstance(event, LogEvent):
             self.errors.note(event.level)
 
-    async def _database_check(self) -> dict[str, Any]:
-        """One check shared by every probe that asks while it runs, and for a second after."""
-        task = self._database
-        if task is None or (task.done() and self._clock() - self._database_at >= DATABASE_FRESH):
-            task = self._database = asyncio.ensure_future(database_reachable(self.engine.store, wall=self._wall))
-            task.add_done_callback(lambda _: setattr(self, "_database_at", self._clock()))
-        return await asyncio.shield(task)
-
-    def _json(self, body: dict[str, Any], status: int):
-        return self._web.Response(
-            text=json.dumps(body, default=str), status=status, content_type="application/json"
-        )
-
     async def _health(self, request):
+        generation, built = self._report_key
+        stale = generation != self._generation or self._clock() - built >= REPORT_FRESH
+        if self._report is None or (self._report.done() and stale):
+            self._report_key = (self._generation, self._clock())
+            self._report = asyncio.ensure_future(self._build_report())
+        body, status = await asyncio.shield(self._report)
+        return self._web.Response(body=body, status=status, content_type="application/json")
+
+    async def _build_report(self) -> tuple[bytes, int]:
         supervisor = self.engine.supervisor
         if supervisor is None:
-            return self._json({"status": "unhealthy", "problems": ["the instance is shutting down"]}, 503)
+            return json.dumps({"status": "unhealthy", "problems": ["the instance is shutting down"]}).encode(), 503
+        database = await database_reachable(self.engine.store, wall=self._wall)
         report = assess(
             supervisor.views(),
-            database=await self._database_check(),
+            database=database,
             uptime=self._clock() - self._started,
             errors=self.errors.counts(),
             summary=None if self.last_summary is None else self.last_summary.line(),
             now=self._wall(),
         )
-        return self._json(report, 200 if report["status"] == HEALTHY else 503)
+        return json.dumps(report, default=str).encode(), 200 if report["status"] == HEALTHY else 503
 
     async def _ready(self, request):
         ready = self.ready and self.engine.supervisor is not None
-        return self._json({"ready": ready}, 200 if ready else 503)
+        return self._web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _metrics_page(self, request):
         families = await self._collect()
