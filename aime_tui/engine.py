@@ -154,7 +154,8 @@ class Engine(EngineHost):
                 self.supervisor,
                 self.config.notify.urls,
                 after=self.config.notify.after,
-                on_notice=lambda text, level: self.on_notice(text, level),
+                # It logs its notices itself: to the bus only, not the log a second time.
+                on_notice=lambda text, level: self.bus.emit(LogEvent(text, level, at=self._wall())),
             )
             self.notifier.start()
         if self.config.http.enabled:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from aime_tui.core.faults import NeedsAttention
-from aime_tui.core.supervisor import RunState
+from aime_tui.core.model import RunState
 from aime_tui.notify import Notifier
 from scripted import scripted_engine
 from waits import wait_until
@@ -261,14 +261,19 @@ async def test_an_unknown_url_is_said_once_masked_and_the_others_still_get_messa
 async def test_the_engine_notifies_when_notify_urls_are_configured(config, webhook):
     from aime_tui.config import NotifyConfig
 
-    configured = config.with_overrides(notify=NotifyConfig(urls=(webhook.url,)))
+    from aime_tui.core.model import LogEvent
+
+    configured = config.with_overrides(notify=NotifyConfig(urls=(webhook.url, "nosuchscheme://abcdefghijkl")))
     engine, services = scripted_engine(configured, roon_tracker={"failures": (TimeoutError("no answer"),)})
+    notices = []
+    engine.bus.subscribe(lambda event: isinstance(event, LogEvent) and notices.append(event.text))
     supervisor = await engine.open()
     try:
         assert engine.notifier is not None
         await supervisor.restore("launch")
         await wait_until(lambda: webhook.messages, what="the restoration message")
         assert webhook.bodies() == ["Restoration after launch: 1 of 3 services failed — roon_tracker: no answer"]
+        assert "notify: nosuchscheme://********ijkl is not a URL Apprise knows; skipped" in notices, "on the bus"
     finally:
         await engine.close()
 

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aime_tui.config import HttpConfig, load_config
-from aime_tui.core.supervisor import RunState
+from aime_tui.core.model import LogEvent, RunState
 from aime_tui.engine import Engine
 from waits import wait_until
 
@@ -130,7 +130,7 @@ async def test_a_taken_port_is_one_notice_and_the_instance_runs_on(config):
         port = taken.getsockname()[1]
         engine = Engine(config.with_overrides(http=HttpConfig("127.0.0.1", port)))
         notices = []
-        engine.on_notice = lambda text, level: notices.append(text)
+        engine.bus.subscribe(lambda event: isinstance(event, LogEvent) and notices.append(event.text))
         supervisor = await engine.open()
         try:
             await wait_until(lambda: notices and "http" in notices[-1], what="the notice")
