@@ -1,8 +1,10 @@
 """The HTTP probes: `/health`, `/ready` and `/metrics` for orchestrators and monitors.
 
-Served only when `[http] listen` is set, on that address alone, by aiohttp's web server on
-the instance's own loop; aiohttp and prometheus-client are imported (in a thread, so the
-loop keeps going) only then.
+Served only when `[http] listen` is set, on that address alone, by aiohttp's web server
+running on a loop of its own in a daemon thread: a storm of probes costs the instance's
+loop (the dashboard's, the services') nothing but the building of one answer a second.
+aiohttp and prometheus-client are imported in that thread, and only then. What an answer
+needs from the instance (its services, its database) is asked for on the instance's loop.
 
 - /health: the `health` report as JSON; 200 when healthy, 503 when degraded or unhealthy.
 - /ready: 503 until the launch restoration has finished, then 200.
@@ -10,15 +12,18 @@ loop keeps going) only then.
 
 A probe storm is one report: concurrent probes share one database check and one encoded
 answer, which stays fresh for REPORT_FRESH seconds unless the supervisor reports a change
-(then the next probe builds a new one). No Textual here.
+(then the next probe builds a new one). An instance whose loop does not answer within
+ASK_TIMEOUT is reported unhealthy. No Textual here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 REPORT_FRESH = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SHUTDOWN_TIMEOUT = 1.0
+ASK_TIMEOUT = 5.0
 
 
 class ProbeServer:
@@ -48,11 +54,15 @@ class ProbeServer:
         self.errors = ErrorTally(clock=clock)
         self.last_summary: RestoreSummary | None = None
         self.ready = False
-        self._runner = None
         #: Bumped by every supervisor event: an answer built before one is stale.
         self._generation = 0
-        self._report: asyncio.Task | None = None
+        # The rest belongs to the server's thread.
+        self._report: asyncio.Future | None = None
         self._report_key: tuple[int, float] = (-1, 0.0)
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner = None
+        self._stopped: concurrent.futures.Future = concurrent.futures.Future()
 
     def watch(self) -> None:
         """Follow the supervisor's events from now: before the restoration starts, so that
@@ -62,15 +72,36 @@ class ProbeServer:
         supervisor.subscribe(self._on_event)
 
     async def start(self) -> None:
-        """Import the server (off the loop) and listen; OSError if it cannot bind."""
-        modules = await asyncio.to_thread(_import_server)
-        web = modules["web"]
+        """Listen, from a thread of its own; OSError if the address cannot be bound."""
+        self._home = asyncio.get_running_loop()
+        listening: concurrent.futures.Future = concurrent.futures.Future()
+        threading.Thread(target=self._serve, args=(listening,), name="probes", daemon=True).start()
+        await asyncio.wrap_future(listening)
+
+    def _serve(self, listening: concurrent.futures.Future) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:
+            listening.set_exception(exc)
+            loop.close()
+            return
+        listening.set_result(None)
+        try:
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())  # probes in flight finish first
+        finally:
+            loop.close()
+            self._stopped.set_result(None)
+
+    async def _listen(self) -> None:
+        modules = _import_server()
+        web = self._web = modules["web"]
         self._metrics = modules["metrics"]
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready)
         app.router.add_get("/metrics", self._metrics_page)
-        self._web = web
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
@@ -81,11 +112,24 @@ class ProbeServer:
         self._runner = runner
 
     async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        if self._report is not None:
-            self._report.cancel()
+        loop, self._loop = self._loop, None
+        if loop is None or self._runner is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._stopped), SHUTDOWN_TIMEOUT + 1)
+        except asyncio.TimeoutError:
+            log.warning("the HTTP probes did not stop within %.0f s", SHUTDOWN_TIMEOUT + 1)
+
+    async def _ask(self, coroutine) -> Any:
+        """Run `coroutine` on the instance's loop and wait for it here, for a while."""
+        assert self._home is not None
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._home)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), ASK_TIMEOUT)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise
 
     def _on_event(self, event: Event) -> None:
         self._generation += 1
@@ -98,12 +142,19 @@ class ProbeServer:
 
     async def _health(self, request):
         generation, built = self._report_key
-        stale = generation != self._generation or self._clock() - built >= REPORT_FRESH
+        stale = generation != self._generation or time.monotonic() - built >= REPORT_FRESH
         if self._report is None or (self._report.done() and stale):
-            self._report_key = (self._generation, self._clock())
-            self._report = asyncio.ensure_future(self._build_report())
+            self._report_key = (self._generation, time.monotonic())
+            self._report = asyncio.ensure_future(self._answer_health())
         body, status = await asyncio.shield(self._report)
         return self._web.Response(body=body, status=status, content_type="application/json")
+
+    async def _answer_health(self) -> tuple[bytes, int]:
+        try:
+            return await self._ask(self._build_report())
+        except asyncio.TimeoutError:
+            report = {"status": "unhealthy", "problems": [f"the instance did not answer within {ASK_TIMEOUT:.0f} s"]}
+            return json.dumps(report).encode(), 503
 
     async def _build_report(self) -> tuple[bytes, int]:
         supervisor = self.engine.supervisor
@@ -125,7 +176,10 @@ class ProbeServer:
         return self._web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _metrics_page(self, request):
-        families = await self._collect()
+        try:
+            families = await self._ask(self._collect())
+        except asyncio.TimeoutError:
+            return self._web.Response(status=503, text=f"the instance did not answer within {ASK_TIMEOUT:.0f} s")
         text = self._metrics["generate_latest"](_Families(families))
         return self._web.Response(body=text, headers={"Content-Type": METRICS_TYPE})
 
