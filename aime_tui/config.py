@@ -351,8 +351,10 @@ def load_config(
     roon_raw = dict(_section(data, "roon", config_path))
     scheduler_raw = dict(_section(data, "scheduler", config_path))
     restore_raw = dict(_section(data, "restore", config_path))
-    notify_raw = dict(_section(data, "notify", config_path))
-    http_raw = dict(_section(data, "http", config_path))
+    # The demo tells nobody and listens nowhere unless asked in its own environment: the
+    # file's URLs and port belong to the real instance (its phone, its monitor, its port).
+    notify_raw = {} if demo else dict(_section(data, "notify", config_path))
+    http_raw = {} if demo else dict(_section(data, "http", config_path))
 
     # Environment beats the file: the usual order for services run under systemd or docker.
     env_keys = {

@@ -178,7 +178,7 @@ class Engine(EngineHost):
             self._notice(f"http {http.address} off: {exc} (pip install aiohttp prometheus-client)", logging.ERROR)
             return
         self.probes = server
-        log.info("serving /health, /ready and /metrics on http://%s", http.address)
+        self._notice(f"serving /health, /ready and /metrics on http://{http.address}")
 
     def _configure_for_start(self, service: Service) -> None:
         """Before each start: the service starts with the config file as it is now, so

@@ -214,3 +214,11 @@ def test_notify_and_http_keys_and_their_overrides(tmp_path):
     assert defaults.notify.urls == () and defaults.notify.after == 600 and not defaults.http.enabled
     with pytest.raises(ConfigError, match=r"\[notify\] urls: expected a list of URLs"):
         load_config(config_path=write(tmp_path / "bad.toml", "[notify]\nurls = 3\n"), data_dir=tmp_path, env={})
+
+
+def test_the_demo_leaves_the_files_notify_and_http_to_the_real_instance(tmp_path):
+    path = write(tmp_path / "c.toml", '[notify]\nurls = ["ntfy://ntfy.example/mine"]\n[http]\nlisten = "9180"\n')
+    demo = load_config(config_path=path, data_dir=tmp_path, env={}, demo=True)
+    assert demo.notify.urls == () and not demo.http.enabled
+    asked = load_config(config_path=path, data_dir=tmp_path, env={"AIME_HTTP_LISTEN": "9181"}, demo=True)
+    assert asked.http.address == "127.0.0.1:9181"
