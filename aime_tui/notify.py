@@ -158,16 +158,16 @@ class Notifier:
         self._pending = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._targets: asyncio.Future | None = None
-        #: Messages handed to Apprise and delivered to at least one URL (for tests and status).
-        self.sent = 0
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         self._targets = _in_thread(build_targets, self._urls)
         self._targets.add_done_callback(self._targets_built)
-        self._supervisor.subscribe(self._on_event)
+        self._unsubscribe = self._supervisor.bus.subscribe(self._on_event)
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def close(self) -> None:
+        self._unsubscribe()
         for problem in self._problems.values():
             problem.cancel()
         if self._task is not None:
@@ -305,11 +305,8 @@ class Notifier:
         except Exception:
             return  # said once, when Apprise failed to load
         delays = iter(self._retry_delays)
-        delivered = False
         while targets:
-            failed = await _in_thread(send, targets, self.title, body, kind)
-            delivered |= len(failed) < len(targets)
-            targets = failed
+            targets = await _in_thread(send, targets, self.title, body, kind)
             delay = next(delays, None)
             if not targets:
                 break
@@ -319,5 +316,3 @@ class Notifier:
                 self._notice(f"notification not delivered to {shown} after {attempts} attempts", logging.WARNING)
                 break
             await asyncio.sleep(delay)
-        if delivered:
-            self.sent += 1

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aime_tui.core.model import Event, LogEvent, RestoreSummary, RunState
 from aime_tui.reports.health import HEALTHY, ErrorTally, assess, database_reachable
@@ -63,13 +63,14 @@ class ProbeServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner = None
         self._stopped: concurrent.futures.Future = concurrent.futures.Future()
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     def watch(self) -> None:
         """Follow the supervisor's events from now: before the restoration starts, so that
         its summary is seen however long the server takes to load."""
         supervisor = self.engine.supervisor
         assert supervisor is not None
-        supervisor.subscribe(self._on_event)
+        self._unsubscribe = supervisor.bus.subscribe(self._on_event)
 
     async def start(self) -> None:
         """Listen, from a thread of its own; OSError if the address cannot be bound."""
@@ -112,6 +113,7 @@ class ProbeServer:
         self._runner = runner
 
     async def close(self) -> None:
+        self._unsubscribe()
         loop, self._loop = self._loop, None
         if loop is None or self._runner is None:
             return
