@@ -91,7 +91,11 @@ async def test_ready_health_and_metrics_follow_the_demo_through_a_failure_and_re
     samples = metrics((await http.get("/metrics")).text)
     assert samples["aime_service_up", (("service", "roon_tracker"),)] == 1
     assert samples["aime_service_restarts_total", (("service", "roon_tracker"),)] == 1
-    assert samples["aime_plays_stored", (("source", "lastfm"),)] == await engine.store.count_plays("lastfm") > 0
+    stored = await engine.store.count_plays("lastfm")
+    assert stored > 0
+    assert samples["aime_service_plays_stored", (("service", "tracker"),)] == stored
+    assert samples["aime_service_plays_stored", (("service", "scheduler"),)] == stored, "the same source"
+    assert samples["aime_service_plays_stored", (("service", "roon_tracker"),)] == await engine.store.count_plays("roon")
     assert 0 <= samples["aime_service_last_check_age_seconds", (("service", "tracker"),)] < 60
 
 

@@ -209,9 +209,12 @@ class ProbeServer:
             if checked:
                 age.add_metric([view.name], max(0.0, now - checked))
         families = [up, wanted, state, restarts, age]
-        plays = gauge("aime_plays_stored", "Plays stored in the database, by where they came from", labels=["source"])
-        for source, count in await self._plays_by_source():
-            plays.add_metric([source], float(count))
+        plays = gauge(
+            "aime_service_plays_stored", "Plays stored from the service's source, the whole history", labels=["service"]
+        )
+        for view in views:
+            if view.status.get("plays_total") is not None:
+                plays.add_metric([view.name], float(view.status["plays_total"]))
         families.append(plays)
         ready = gauge("aime_ready", "1 once the launch restoration has finished")
         ready.add_metric([], 1.0 if self.ready else 0.0)
@@ -226,17 +229,6 @@ class ProbeServer:
         size.add_metric([], float(_database_size(self.engine.config.db_path)))
         families.append(size)
         return families
-
-    async def _plays_by_source(self) -> list[tuple[str, int]]:
-        store = self.engine.store
-        if store is None:
-            return []
-        try:
-            async with store.db.execute("SELECT source, COUNT(*) FROM plays GROUP BY source") as cursor:
-                return [tuple(row) for row in await cursor.fetchall()]
-        except Exception as exc:  # the page still says what it can
-            log.warning("metrics: plays not counted: %s", exc)
-            return []
 
 
 class _Families:
