@@ -176,3 +176,34 @@ async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready
             assert ready.status_code == 200
     finally:
         await engine.close()
+
+
+def test_a_headless_instance_serves_the_probes_until_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from waits import wait_until_sync
+
+    port = free_port()
+    env = {**os.environ, "AIME_HTTP_LISTEN": f"127.0.0.1:{port}", "AIME_DEMO_FAULTS": "0"}
+    argv = [str(Path(sys.executable).parent / "aime-tui"), "--headless", "--demo", "--data-dir", str(tmp_path / "data"),
+            "--config", str(tmp_path / "none.toml")]
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    try:
+        def ready():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until_sync(ready, timeout=20, what="/ready from the headless instance")
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
