@@ -205,6 +205,7 @@ def test_notify_and_http_keys_and_their_overrides(tmp_path):
     config = load_config(config_path=path, data_dir=tmp_path, env={})
     assert config.notify.urls == ("ntfy://ntfy.example/topic-secret1234",) and config.notify.after == 120
     assert config.http.address == "127.0.0.1:9180"
+    assert config.warnings == (), "[notify] urls, after and [http] listen are known keys"
     assert "topic-secret" not in repr(config) and "1234" in repr(config.notify)
     env = {"AIME_NOTIFY_URLS": "json://127.0.0.1:9/a  json://127.0.0.1:9/b", "AIME_HTTP_LISTEN": "9181"}
     config = load_config(config_path=path, data_dir=tmp_path, env=env)
