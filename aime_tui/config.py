@@ -30,6 +30,10 @@ BACKUP_DIR = "backups"
 DEFAULT_LASTFM_URL = "https://ws.audioscrobbler.com/2.0/"
 DEFAULT_ROON_PORT = 9330
 DEFAULT_NOTIFY_AFTER = 600.0
+#: Last.fm suspends API keys that make more requests a second than this.
+MAX_LASTFM_RATE = 5.0
+#: The least `[scheduler] backfill_interval` may be: below it the rate alone paces.
+MIN_BACKFILL_INTERVAL = 0.2
 
 
 class ConfigError(Exception):
@@ -43,12 +47,15 @@ class LastfmConfig:
     user: str = ""
     interval: float = 120.0
     enabled: bool = True
+    #: Requests a second to Last.fm, tracker and backfill together (the loader caps it at 5).
+    rate: float = 1.0
 
     def __repr__(self) -> str:
         # A repr lands in crash tracebacks (Textual shows every frame's locals) and logs.
         return (
             f"LastfmConfig(api_url={self.api_url!r}, api_key={mask_secret(self.api_key)!r},"
-            f" user={self.user!r}, interval={self.interval!r}, enabled={self.enabled!r})"
+            f" user={self.user!r}, interval={self.interval!r}, enabled={self.enabled!r},"
+            f" rate={self.rate!r})"
         )
 
     def missing(self) -> str | None:
@@ -101,7 +108,8 @@ class SchedulerConfig:
     enabled: bool = True
     mode: str = "MAINTENANCE"
     catchup_interval: float = 900.0
-    backfill_interval: float = 2.0
+    #: Least seconds between backfill pages, if set; else `[lastfm] rate` alone paces them.
+    backfill_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,9 @@ NUMBER_RULES: dict[tuple[str, str], NumberRule] = {
     ("lastfm", "interval"): NumberRule(1, 86_400),
     ("roon", "port"): NumberRule(1, 65_535, integer=True, unit=""),
     ("scheduler", "catchup_interval"): NumberRule(1, 7 * 86_400),
-    ("scheduler", "backfill_interval"): NumberRule(0.05, 3_600),
+    # Last.fm suspends API keys that make more requests a second than that.
+    ("lastfm", "rate"): NumberRule(0.01, MAX_LASTFM_RATE, unit=" requests a second"),
+    ("scheduler", "backfill_interval"): NumberRule(MIN_BACKFILL_INTERVAL, 3_600),
     ("restore", "timeout"): NumberRule(0.1, 300),
     ("notify", "after"): NumberRule(0, 7 * 86_400),
 }
@@ -389,6 +399,7 @@ def load_config(
         user=str(lastfm_raw.get("user", "")),
         interval=number(lastfm_raw, "lastfm", "interval", 120),
         enabled=_parse_bool(lastfm_raw.get("enabled", True), where(lastfm_raw, "lastfm", "enabled")),
+        rate=number(lastfm_raw, "lastfm", "rate", 1.0),
     )
     roon = RoonConfig(
         host=str(roon_raw.get("host", "")),
@@ -408,7 +419,11 @@ def load_config(
             scheduler_raw.get("mode", "MAINTENANCE"), where(scheduler_raw, "scheduler", "mode")
         ),
         catchup_interval=number(scheduler_raw, "scheduler", "catchup_interval", 900),
-        backfill_interval=number(scheduler_raw, "scheduler", "backfill_interval", 2),
+        # Unset: `[lastfm] rate` alone paces the backfill.
+        backfill_interval=(
+            number(scheduler_raw, "scheduler", "backfill_interval", 0)
+            if "backfill_interval" in scheduler_raw else None
+        ),
     )
     restore_timeout = number(restore_raw, "restore", "timeout", 3.0)
     notify = NotifyConfig(
@@ -450,6 +465,8 @@ api_key = ""
 user = ""
 # Seconds between polls of user.getRecentTracks.
 interval = 120
+# Requests a second to Last.fm, tracker and backfill together (at most 5).
+rate = 1
 # Start the tracker on first launch; afterwards your toggles are remembered.
 enabled = true
 

@@ -6,6 +6,7 @@ Everything talks to a real FakeLastfm over loopback HTTP and a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import ssl
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from waits import wait_until as wait_for
 
 from aime_tui.clients import lastfm as lastfm_api
 from aime_tui.clients.lastfm import (
@@ -50,8 +52,15 @@ async def fake():
 
 @pytest.fixture
 async def client(fake):
-    async with LastfmClient(fake.url, SECRET, USER, timeout=0.5) as lastfm:
+    # One try, no pacing: these tests look at what a single answer means.
+    async with LastfmClient(fake.url, SECRET, USER, timeout=0.5, rate=1000, tries=1) as lastfm:
         yield lastfm
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Retries in place wait milliseconds here, not half seconds."""
+    monkeypatch.setattr(LastfmTracker, "retry_wait", 0.005)
 
 
 @pytest.fixture
@@ -62,7 +71,7 @@ async def store(tmp_path):
 
 
 def tracker_config(fake: FakeLastfm, **changes) -> LastfmConfig:
-    config = LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600)
+    config = LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600, rate=1000)
     return replace(config, **changes)
 
 
@@ -131,7 +140,7 @@ async def test_empty_history_has_no_track_key_and_reads_as_no_plays():
             page = await lastfm.recent_tracks()
     finally:
         await empty.stop()
-    assert page == RecentTracksPage(plays=[], now_playing=None, page=1, total_pages=0, total=0)
+    assert page == RecentTracksPage(plays=[], now_playing=None, page=1, total_pages=0, total=0, user=USER)
 
 
 async def test_now_playing_is_reported_apart_never_as_a_play(fake, client):
@@ -149,7 +158,7 @@ async def test_now_playing_is_reported_apart_never_as_a_play(fake, client):
     assert page.plays == [] and page.now_playing == fake.now_playing_track
 
 
-async def test_pages_follow_inclusive_from_and_to(fake, client):
+async def test_pages_follow_inclusive_from_and_exclusive_to(fake, client):
     from_ts, to_ts = NEWEST - 100 * SPACING, NEWEST - 10 * SPACING
     collected: list[Play] = []
     page_number = 1
@@ -160,8 +169,9 @@ async def test_pages_follow_inclusive_from_and_to(fake, client):
             break
         page_number += 1
 
-    assert collected == fake.history[10:101]
-    assert (page.total, page.total_pages) == (91, 5)
+    # history[10] is played exactly at `to`: outside; history[100] exactly at `from`: inside.
+    assert collected == fake.history[11:101]
+    assert (page.total, page.total_pages) == (90, 5)
     assert [request["page"] for request in fake.requests] == ["1", "2", "3", "4", "5"]
     bounds = {(request["from"], request["to"]) for request in fake.requests}
     assert bounds == {(str(from_ts), str(to_ts))}
@@ -238,6 +248,7 @@ async def test_http_429_honours_retry_after(fake, client):
     assert isinstance(fault, RetryAfter)
     assert fault.delay == 7
     assert "rate limit" in str(fault)
+    assert 6 < client.bucket.wait_for_next() <= 7
 
 
 async def test_a_429_without_an_error_payload_is_still_a_rate_limit():
@@ -255,13 +266,18 @@ async def test_retry_after_may_be_an_http_date(fake, client):
     assert 100 <= fault.delay <= 121
 
 
-async def test_rate_limits_without_retry_after_wait_a_minute(fake, client):
-    fake.inject("http_429")
-    fake.inject("error", code=29, message="Rate Limit Exceeded", status=200)
-    for _ in range(2):
-        fault = classify(await failure_of(client))
-        assert isinstance(fault, RetryAfter)
-        assert fault.delay == 60
+@pytest.mark.parametrize("kind, params", [
+    ("http_429", {}), ("error", {"code": 29, "message": "Rate Limit Exceeded", "status": 200}),
+])
+async def test_rate_limits_without_retry_after_wait_a_minute(fake, client, kind, params):
+    fake.inject(kind, **params)
+    fault = classify(await failure_of(client))
+    assert isinstance(fault, RetryAfter)
+    assert fault.delay == 60
+    # Every caller of this endpoint and key waits too: the bucket is shared.
+    assert 59 < client.bucket.wait_for_next() <= 60
+    async with LastfmClient(fake.url, SECRET, USER, rate=1000) as other:
+        assert other.bucket is client.bucket
 
 
 async def test_bad_json_is_transient(fake, client):
@@ -286,7 +302,7 @@ async def test_slow_answers_within_the_timeout_arrive(fake, client):
 @pytest.mark.parametrize("kind", ["slow", "hang"])
 async def test_no_answer_within_the_timeout_is_transient(fake, kind):
     fake.inject(kind, delay=5)
-    async with LastfmClient(fake.url, SECRET, USER, timeout=0.2) as lastfm:
+    async with LastfmClient(fake.url, SECRET, USER, timeout=0.2, tries=1) as lastfm:
         started = time.monotonic()
         failure = await failure_of(lastfm)
     assert time.monotonic() - started < 1.5
@@ -308,8 +324,8 @@ async def test_a_dead_server_is_transient():
 async def test_the_api_key_appears_in_no_message_repr_or_log(fake, client, store, caplog):
     caplog.set_level(logging.DEBUG)
     faults = [
-        ("drop", {}), ("http_500", {}), ("http_429", {"retry_after": 3}), ("bad_json", {}),
-        ("slow", {"delay": 2}), ("error", {"code": 10, "message": f"Invalid API key {SECRET}"}),
+        ("drop", {}), ("http_500", {}), ("http_429", {"retry_after": 0.05}), ("bad_json", {}),
+        ("html", {}), ("truncated", {}), ("slow", {"delay": 2}), ("error", {"code": 10, "message": f"Invalid API key {SECRET}"}),
         ("error", {"code": 8, "message": "Operation failed"}),
     ]
     texts = [repr(client)]
@@ -392,6 +408,7 @@ async def test_first_poll_stores_exactly_the_newest_page_and_sets_the_cursor(fak
             "last_error": None,
             "account": USER,
             "now_playing": f"{playing.artist} – {playing.title}",
+            "catching_up": None,
         }
     finally:
         await tracker.stop()
@@ -421,23 +438,28 @@ async def test_next_poll_stores_exactly_the_new_plays(fake, store):
         await tracker.stop()
 
 
-async def test_a_long_gap_is_stored_oldest_page_first_in_a_pinned_window(fake, store):
+async def test_a_long_gap_is_swept_newest_first_each_page_bounded_by_the_last(fake, store):
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
     try:
-        fake.add_plays(450)
-        newest = fake.history[0].played_at
+        fake.add_plays(450)  # 451 plays from the cursor on
+        history = fake.history
         fake.requests.clear()
 
         assert await tracker.poll_once() == 450
 
-        assert await stored_plays(store) == fake.history[:650]
+        assert await stored_plays(store) == history[:650]
         asked = [(request["page"], request["from"], request.get("to")) for request in fake.requests]
-        since, until = str(NEWEST), str(newest)
+        # Each request ends (exclusive) just above the oldest second already fetched,
+        # which it asks for again whole: a page may end in the middle of a second.
+        since = str(NEWEST)
         assert asked == [
-            ("1", since, None), ("3", since, until), ("2", since, until), ("1", since, until)
+            ("1", since, None),
+            ("1", since, str(history[199].played_at + 1)),
+            ("1", since, str(history[398].played_at + 1)),
         ]
-        assert await store.get_cursor(f"lastfm:{USER}") == until
+        assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
+        assert await store.get_cursor(f"lastfm-gaps:{USER}") is None
     finally:
         await tracker.stop()
 
@@ -446,24 +468,48 @@ async def test_a_pass_cut_short_keeps_what_it_stored_and_resumes_with_no_gap(fak
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
     try:
-        fake.add_plays(450)  # 451 plays from the cursor on: pages 1 to 3
-        fake.inject("slow", delay=0, times=2)  # the first page, then the window's oldest
-        fake.inject("http_500")  # the window's page 2
+        fake.add_plays(450)  # 451 plays from the cursor on: three pages
+        history = fake.history
+        fake.inject("slow", delay=0)  # the newest page
+        fake.inject("http_500", times=3)  # every try of the next
 
         with pytest.raises(LastfmError, match="HTTP 500"):
             await tracker.poll_once()
-        # The window's oldest page (history[400:451]) joined the first poll's 200 plays
-        # (now history[450:650]), and the cursor covers exactly that.
-        assert await stored_plays(store) == fake.history[400:650]
-        assert await store.get_cursor(f"lastfm:{USER}") == str(fake.history[400].played_at)
+        # The newest page but its oldest second joined the first poll's 200 plays; the
+        # cursor is the newest play, and the gap below it is kept.
+        assert await stored_plays(store) == history[:199] + history[450:650]
+        assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
+        assert json.loads(await store.get_cursor(f"lastfm-gaps:{USER}")) == [
+            {"low": NEWEST, "high": history[199].played_at + 1, "second_page": 0, "remaining": 252}
+        ]
         assert "HTTP 500" in tracker.status()["last_error"]
+        assert tracker.status()["catching_up"] == 252
 
         fake.requests.clear()
-        assert await tracker.poll_once() == 400
-        assert await stored_plays(store) == fake.history[:650]
-        assert fake.requests[0]["from"] == str(fake.history[400].played_at)
+        assert await tracker.poll_once() == 251
+        assert await stored_plays(store) == history[:650]
+        assert fake.requests[1]["to"] == str(history[199].played_at + 1)
         assert tracker.status()["last_error"] is None
         assert tracker.status()["tracks_found"] == 650
+        assert tracker.status()["catching_up"] is None
+    finally:
+        await tracker.stop()
+
+
+async def test_start_makes_one_request_and_the_loop_catches_up_the_gap(fake, store):
+    tracker = LastfmTracker(tracker_config(fake, interval=3600), store)
+    await tracker.start()
+    await tracker.stop()
+    fake.add_plays(1000)
+    fake.requests.clear()
+
+    await tracker.start()
+    try:
+        assert len(fake.requests) == 1, "start() proves the account answers, no more"
+        assert tracker.status()["catching_up"] == 1001 - 199
+        await wait_until(lambda: tracker.status()["catching_up"] is None)
+        assert await stored_plays(store) == fake.history[:1200]
+        assert tracker.status()["tracks_found"] == 1200
     finally:
         await tracker.stop()
 
@@ -473,7 +519,7 @@ async def test_a_pass_cut_short_keeps_what_it_stored_and_resumes_with_no_gap(fak
     [
         ("error", {"code": 26, "message": "Suspended API key"}, NeedsAttention),
         ("http_429", {"retry_after": 5}, RetryAfter),
-        ("http_500", {}, LastfmError),
+        ("http_500", {"times": 3}, LastfmError),
     ],
 )
 async def test_the_poll_loop_stores_new_plays_then_reports_a_classified_fault(
@@ -662,7 +708,7 @@ async def test_supervised_transient_faults_back_off_with_jitter_and_recover(
 ):
     # rng 1.0: the top of each full-jitter range, min(5 s · 2ⁿ, 15 min).
     supervisor, _ = await supervised(request_timeout=0.2)
-    fake.inject(kind, times=2, **params)
+    fake.inject(kind, times=6, **params)  # every try of the first two starts
     await supervisor.start("tracker")
 
     view = await settled(supervisor, RunState.BACKOFF, RunState.RUNNING, RunState.NEEDS_ATTENTION)
@@ -685,12 +731,13 @@ async def test_supervised_faults_while_polling_end_in_the_right_state(fake, stor
     await supervisor.start("tracker")
     await settled(supervisor, RunState.RUNNING)
 
-    fake.inject("http_429", retry_after=3)
+    fake.inject("http_429", retry_after=1)
     view = await settled(supervisor, RunState.BACKOFF)
-    assert 2.5 < view.retry_in <= 3.0
-
-    await supervisor.retry_now("tracker")
+    assert 0.5 < view.retry_in <= 1.0
+    # No request goes before the wait asked for; then the service is back by itself.
+    asked = len(fake.requests)
     await settled(supervisor, RunState.RUNNING)
+    assert len(fake.requests) == asked + 1
     fake.add_plays(2)
     await wait_until(lambda: tracker.status()["tracks_found"] == 202)
     fake.inject("error", code=17, message="Login: User required to be logged in")
@@ -854,3 +901,148 @@ async def test_a_server_signed_by_a_ca_the_user_trusts_is_read(fake, private_ca,
     for shown in (rejected, fault):
         texts += [str(shown), repr(shown), "".join(traceback.format_exception(shown))]
     assert [text for text in texts if SECRET in text] == []
+
+
+# -- history exactness: what a real Last.fm does now and then --------------------------
+
+
+async def test_the_now_playing_row_tops_every_page_and_is_never_a_play(fake, client):
+    fake.now_playing = True
+    sent = await wire(fake, page=2, limit=10)
+    tracks = sent["recenttracks"]["track"]
+    assert len(tracks) == 11 and tracks[0]["@attr"] == {"nowplaying": "true"}
+    assert sent["recenttracks"]["@attr"]["total"] == "450"
+    page = await client.recent_tracks(page=2, limit=10)
+    assert page.plays == fake.history[10:20]
+    assert page.now_playing == fake.now_playing_track
+
+
+async def test_the_account_is_named_as_lastfm_spells_it():
+    server = FakeLastfm(user="Bars", api_key=SECRET, plays=3, newest=NEWEST)
+    await server.start()
+    try:
+        async with LastfmClient(server.url, SECRET, "bARS", rate=1000) as lastfm:
+            page = await lastfm.recent_tracks()
+    finally:
+        await server.stop()
+    assert page.user == "Bars"
+    assert {play.account for play in page.plays} == {"Bars"}
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("html", {}), ("truncated", {}), ("http_500", {}), ("bad_json", {}), ("drop", {}),
+    ("error", {"code": 8, "message": "Operation failed"}),
+    ("error", {"code": 11, "message": "Service Offline", "status": 503}),
+    ("error", {"code": 16, "message": "There was a temporary error processing your request."}),
+])
+async def test_one_failed_request_is_tried_again_in_place(fake, kind, params):
+    fake.inject(kind, **params)
+    async with LastfmClient(fake.url, SECRET, USER, rate=1000, retry_wait=0.005) as lastfm:
+        page = await lastfm.recent_tracks(limit=5)
+    assert page.plays == fake.history[:5]
+    assert len(fake.requests) == 2
+
+
+async def test_a_fault_that_persists_through_every_try_goes_up(fake):
+    fake.inject("html", times=3)
+    async with LastfmClient(fake.url, SECRET, USER, rate=1000, retry_wait=0.005) as lastfm:
+        failure = await failure_of(lastfm)
+    assert str(failure) == "Last.fm answered HTTP 503" and classify(failure) is failure
+    assert len(fake.requests) == 3
+
+
+async def test_error_6_from_an_account_that_answered_before_is_transient_until_it_repeats(fake):
+    spurious = {"code": 6, "message": "User not found", "status": 404}
+    async with LastfmClient(fake.url, SECRET, USER, rate=1000, retry_wait=0.005) as lastfm:
+        fake.inject("error", **spurious)
+        with pytest.raises(LastfmError):
+            await lastfm.recent_tracks()  # never answered: it means it
+        assert len(fake.requests) == 1
+
+        await lastfm.recent_tracks()
+        fake.inject("error", **spurious)
+        assert (await lastfm.recent_tracks(limit=3)).plays == fake.history[:3]
+        assert len(fake.requests) == 4
+
+        fake.inject("error", times=2, **spurious)
+        failure = await failure_of(lastfm)
+    assert len(fake.requests) == 6
+    fault = classify(failure)
+    assert isinstance(fault, NeedsAttention) and "check lastfm.user" in str(fault)
+
+
+async def test_requests_are_paced_by_the_shared_bucket(fake):
+    async with LastfmClient(fake.url, SECRET, USER, rate=20) as one, \
+            LastfmClient(fake.url, SECRET, USER, rate=20) as two:
+        began = time.monotonic()
+        await asyncio.gather(*(client.recent_tracks(limit=1) for client in (one, two) * 3))
+        elapsed = time.monotonic() - began
+    # Six requests from two clients, 1/20 s apart: the fifth interval ends at 0.25 s.
+    assert elapsed >= 0.25
+    assert len(fake.requests) == 6
+
+
+async def test_a_spurious_error_6_does_not_stop_a_running_tracker(fake, store):
+    faults: list[BaseException] = []
+    tracker = LastfmTracker(tracker_config(fake, interval=0.02), store)
+    tracker.set_fault_handler(lambda service, exc: faults.append(exc))
+    await tracker.start()
+    try:
+        fake.inject("error", code=6, message="User not found", status=404)
+        fake.add_plays(2)
+        await wait_for(lambda: tracker.status()["tracks_found"] == 202, what="the two new plays")
+        assert faults == []
+        assert await stored_plays(store) == fake.history[:202]
+    finally:
+        await tracker.stop()
+
+
+async def test_the_same_account_in_another_case_is_one_history(store):
+    server = FakeLastfm(user="Bars", api_key=SECRET, plays=300, newest=NEWEST, spacing=SPACING)
+    await server.start()
+    try:
+        first = LastfmTracker(tracker_config(server, user="bars"), store)
+        await first.poll_once()
+        server.add_plays(5)
+        second = LastfmTracker(tracker_config(server, user="BARS"), store)
+        assert await second.poll_once() == 5
+        assert second.status()["account"] == "Bars"
+    finally:
+        await server.stop()
+    assert await stored_plays(store) == server.history[:205]
+    names = [name for (name,) in await (await store.db.execute("SELECT name FROM cursors")).fetchall()]
+    assert names == ["lastfm:bars"]
+
+
+async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path):
+    import sqlite3
+
+    from aime_tui.store.database import MIGRATIONS
+
+    path = tmp_path / "aime.db"
+    rows = [("bars", 100, "A", 1.0), ("bars", 200, "B", 1.0), ("Bars", 200, "B", 2.0),
+            ("Bars", 300, "C", 2.0), ("other", 100, "A", 1.0)]
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        db.executemany(
+            "INSERT INTO plays (source, account, played_at, artist, title, artist_key, title_key,"
+            " stored_at) VALUES ('lastfm', ?, ?, ?, 't', lower(?), 't', ?)",
+            [(account, at, artist, artist, stored) for account, at, artist, stored in rows],
+        )
+        db.executemany("INSERT INTO cursors VALUES (?, ?, ?)", [
+            ("lastfm:bars", "200", 1.0), ("lastfm:Bars", "300", 2.0),
+            ("backfill:lastfm:Bars", '{"to": 300, "done": true}', 1.0),
+            ("backfill:lastfm:bars", '{"to": 200, "done": false}', 2.0),
+        ])
+    store = await Store.open(path)
+    try:
+        plays = sorted((p.account, p.played_at, p.artist) for p in await store.recent_plays(10))
+        assert plays == [("Bars", 100, "A"), ("Bars", 200, "B"), ("Bars", 300, "C"), ("other", 100, "A")]
+        assert await store.get_cursor("lastfm:bars") == "200"  # the older: a catch-up overlaps
+        assert json.loads(await store.get_cursor("backfill:lastfm:bars"))["done"] is True
+        names = {name for (name,) in await (await store.db.execute("SELECT name FROM cursors")).fetchall()}
+        assert names == {"lastfm:bars", "backfill:lastfm:bars"}
+    finally:
+        await store.close()

@@ -41,7 +41,14 @@ async def store(tmp_path):
 
 
 def lastfm_config(fake: FakeLastfm) -> LastfmConfig:
-    return LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600)
+    return LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600, rate=1000)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Retries in place wait milliseconds here, not half seconds."""
+    monkeypatch.setattr(CollectionScheduler, "retry_wait", 0.005)
+    monkeypatch.setattr(LastfmTracker, "retry_wait", 0.005)
 
 
 def make_scheduler(fake, store, tmp_path, mode="MASSIVE", **options):
@@ -66,9 +73,21 @@ def stored_times(store):
         return [t for (t,) in db.execute("SELECT played_at FROM plays ORDER BY played_at")]
 
 
-def backfill_pages(fake: FakeLastfm, since: int = 0) -> list[int]:
-    """Pages the backfill asked for (its requests carry `to`), in order."""
-    return [int(r["page"]) for r in fake.requests[since:] if "to" in r]
+def backfill_bounds(fake: FakeLastfm, since: int = 0) -> list[str | None]:
+    """The `to` of each backfill page asked for, in order (the tracker's polls carry
+    `from`, reconciliation's counts ask for one play)."""
+    return [r.get("to") for r in fake.requests[since:] if r["limit"] == "200" and "from" not in r]
+
+
+def expected_bounds(fake: FakeLastfm) -> list[str | None]:
+    """The bounds a backfill of the fake's history asks for: each page ends just above
+    the oldest second fetched so far, which it asks for again."""
+    times = [play.played_at for play in fake.history]
+    bounds, index = [None], 0
+    while len(times) - index > 200:
+        index += 199
+        bounds.append(str(times[index] + 1))
+    return bounds
 
 
 def let_through(fake: FakeLastfm, requests: int) -> None:
@@ -82,7 +101,7 @@ def let_through(fake: FakeLastfm, requests: int) -> None:
     fake.inject("slow", times=requests, delay=0)
 
 
-DUTIES = {"catchup", "optimize", "backup"}
+DUTIES = {"catchup", "optimize", "backup", "reconcile"}
 
 
 def counted_catch_up(tracker: LastfmTracker):
@@ -127,37 +146,40 @@ async def test_massive_backfill_stores_the_whole_history_exactly(lastfm, store, 
     lastfm.now_playing = True  # on the first page, dateless: never a play
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    await until(lambda: scheduler.status()["backfill_done"])
+    await until(lambda: scheduler.status()["backfill_reconciled"])
     await scheduler.stop()
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
     status = scheduler.status()
-    assert status["pages_done"] == status["total_pages"] == 5
+    assert status["pages_done"] == status["total_pages"] == 6
     assert (status["backfill_plays"], status["backfill_total"], status["tracks_found"]) == (1000, 1000, 1000)
     assert (status["cursor"], status["eta"], status["last_error"]) == ("complete", None, None)
-    # One request to learn the newest play and the page count, then oldest page first.
-    assert [(r["page"], r.get("to")) for r in lastfm.requests] == [("1", None)] + [
-        (str(page), str(NEWEST)) for page in (5, 4, 3, 2, 1)
-    ]
+    # Newest first, each page bounded by the oldest second already fetched; then one
+    # count of the backfilled range, which matches.
+    assert backfill_bounds(lastfm) == expected_bounds(lastfm)
+    assert all(r["page"] == "1" for r in lastfm.requests)
+    assert lastfm.requests[-1] == {**lastfm.requests[-1], "limit": "1", "from": "0", "to": str(NEWEST + 1)}
+    assert len(lastfm.requests) == 7
 
 
 async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
     # The probe and pages 5 and 4 are answered; page 3 never is, so the backfill holds
     # still at two pages for as long as the test looks, however loaded the machine.
-    let_through(lastfm, 3)
+    let_through(lastfm, 2)
     lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
     began = time.monotonic()
     await scheduler.start()
     try:
-        await until(lambda: backfill_pages(lastfm) == [5, 4, 3])
+        await until(lambda: len(backfill_bounds(lastfm)) == 3)
         elapsed = time.monotonic() - began
         status = scheduler.status()
-        assert (status["pages_done"], status["total_pages"]) == (2, 5)
-        assert (status["backfill_plays"], status["backfill_total"]) == (400, 1000)
-        assert status["cursor"] == "page 3 of 5"
-        # Three pages to go at this run's pace: one page per 0.2 s interval (fetching is
+        assert (status["pages_done"], status["total_pages"]) == (2, 6)
+        assert (status["backfill_plays"], status["backfill_total"]) == (398, 1000)
+        before = datetime.fromtimestamp(int(expected_bounds(lastfm)[2]), timezone.utc)
+        assert status["cursor"] == f"page 3 of 6, plays before {before:%Y-%m-%d %H:%M} UTC"
+        # Four pages to go at this run's pace: one page per 0.2 s interval (fetching is
         # faster here), never faster than the interval, never slower than it really went.
-        assert 3 * 0.2 <= status["eta"] <= 3 * max(0.2, elapsed / 2)
+        assert 4 * 0.2 <= status["eta"] <= 4 * max(0.2, elapsed / 2)
     finally:
         await scheduler.stop()
     assert scheduler.status()["next_run"] is None
@@ -167,13 +189,14 @@ async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store,
     scheduler = make_scheduler(lastfm, store, tmp_path, interval=60)
     await scheduler.start()
     try:
-        # The probe is in (it sets the page count): page 5 waits for its turn, 60 s later.
+        # The newest page is in (it sets the page count): the next waits its turn, 60 s later.
         await until(lambda: scheduler.total_pages is not None)
         status = scheduler.status()
         assert 0 < status["next_run"] - time.time() <= 60
-        assert (status["pages_done"], status["total_pages"], status["cursor"]) == (0, 5, "page 5 of 5")
-        assert status["eta"] is None  # no page yet, no pace
-        assert backfill_pages(lastfm) == []
+        assert (status["pages_done"], status["total_pages"]) == (1, 6)
+        assert status["cursor"].startswith("page 2 of 6, plays before ")
+        assert status["eta"] == pytest.approx(5 * 60)  # never faster than the spacing
+        assert backfill_bounds(lastfm) == [None]
 
         # The waiting page goes with the backfill when the mode changes: the next run is a duty's.
         await scheduler.set_mode("MAINTENANCE")
@@ -186,25 +209,26 @@ async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store,
 
 async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_path):
     # Stopped while page 3 is in flight (it never answers), so there is something to resume.
-    let_through(lastfm, 3)
+    let_through(lastfm, 2)
     lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    await until(lambda: backfill_pages(lastfm) == [5, 4, 3])
+    await until(lambda: len(backfill_bounds(lastfm)) == 3)
     await scheduler.stop()
     cursor = json.loads(await store.get_cursor(scheduler.cursor_name))
     assert cursor["pages_done"] == scheduler.pages_done == 2
     stored_before = len(stored_times(store))
-    assert stored_before == 200 * cursor["pages_done"]
+    assert stored_before == 199 * cursor["pages_done"]
+    expected = expected_bounds(lastfm)
     requests_before = len(lastfm.requests)
 
-    lastfm.add_plays(30)  # new plays after the frozen upper bound are not the backfill's
+    lastfm.add_plays(30)  # new plays after the backfill's upper bound are not the backfill's
     resumed = make_scheduler(lastfm, store, tmp_path, interval=0.05)
     await resumed.start()
     await until(lambda: resumed.status()["backfill_done"])
     await resumed.stop()
-    pages = [int(r["page"]) for r in lastfm.requests[requests_before:]]
-    assert pages == list(range(cursor["next_page"], 0, -1)), "no page fetched twice"
+    # Only the page in flight at the stop is asked for again.
+    assert backfill_bounds(lastfm, since=requests_before) == expected[2:]
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history[30:])
     assert resumed.status()["backfill_plays"] == 1000  # over both runs
     assert resumed.status()["tracks_found"] == 1000 - stored_before  # this run's
@@ -214,10 +238,12 @@ async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_pat
     "kind, params, expected, message",
     [
         ("error", {"code": 10, "message": "Invalid API key"}, NeedsAttention, "lastfm.api_key"),
-        ("http_429", {"retry_after": 9}, RetryAfter, "rate limit"),
-        ("http_500", {}, LastfmError, "HTTP 500"),
-        ("bad_json", {}, LastfmError, "not valid JSON"),
-        ("error", {"code": 11, "message": "Service Offline"}, LastfmError, "error 11"),
+        ("http_429", {"retry_after": 0.25}, RetryAfter, "rate limit"),
+        ("http_500", {"times": 3}, LastfmError, "HTTP 500"),
+        ("bad_json", {"times": 3}, LastfmError, "not valid JSON"),
+        ("html", {"times": 3}, LastfmError, "HTTP 503"),
+        ("truncated", {"times": 3}, LastfmError, "cannot reach Last.fm"),
+        ("error", {"code": 11, "message": "Service Offline", "times": 3}, LastfmError, "error 11"),
     ],
 )
 async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
@@ -226,8 +252,8 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     faults = []
     scheduler = make_scheduler(lastfm, store, tmp_path)
     scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
-    let_through(lastfm, 3)  # the probe, pages 5 and 4
-    lastfm.inject(kind, **params)  # page 3
+    let_through(lastfm, 2)  # the first two pages
+    lastfm.inject(kind, **params)  # every try of the third
     await scheduler.start()
     await until(lambda: faults)
     await scheduler.stop()  # what the supervisor does before it retries
@@ -237,13 +263,16 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     assert lastfm.api_key not in str(fault)
     assert scheduler.status()["last_error"] == str(fault)
     if expected is RetryAfter:
-        assert fault.delay == 9
-    assert backfill_pages(lastfm) == [5, 4, 3]  # page 3 failed
+        assert fault.delay == 0.25  # and the shared bucket holds every request back as long
+    expected_pages = expected_bounds(lastfm)
+    tries = params.get("times", 1)
+    assert backfill_bounds(lastfm) == expected_pages[:2] + [expected_pages[2]] * tries
+    asked = len(lastfm.requests)
 
     await scheduler.start()
     await until(lambda: scheduler.status()["backfill_done"])
     await scheduler.stop()
-    assert backfill_pages(lastfm) == [5, 4, 3, 3, 2, 1]
+    assert backfill_bounds(lastfm, since=asked) == expected_pages[2:]
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
 
@@ -305,7 +334,7 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
         asked, pages, ran = len(lastfm.requests), scheduler.pages_done, len(catch_ups)
         # Three catch-ups answered, a backfill interval apart: a page would have been asked too.
         await until(lambda: len(catch_ups) >= ran + 3)
-        assert backfill_pages(lastfm, since=asked) == [], "the backfill stopped with the mode"
+        assert backfill_bounds(lastfm, since=asked) == [], "the backfill stopped with the mode"
         assert scheduler.pages_done == pages
     finally:
         await scheduler.stop()
@@ -318,14 +347,14 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
 async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(lastfm, store, tmp_path):
     """A backfill may take days: it never costs a nightly optimize or backup, nor does its end."""
     backups = tmp_path / "backups"
-    # Page 4 hangs: the backfill is caught mid-history while the nightly jobs come due.
-    let_through(lastfm, 2)
+    # The second page hangs: the backfill is caught mid-history while the nightly jobs come due.
+    let_through(lastfm, 1)
     lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
     try:
-        await until(lambda: backfill_pages(lastfm) == [5, 4])
-        assert job_ids(scheduler) == {"optimize", "backup"}  # no catch-up given to this one
+        await until(lambda: len(backfill_bounds(lastfm)) == 2)
+        assert job_ids(scheduler) == {"optimize", "backup", "reconcile"}  # no catch-up given to this one
         run_now(scheduler, "optimize")
         await until(lambda: "optimize" in scheduler._last_runs)
         run_now(scheduler, "backup")
@@ -335,7 +364,7 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     [during] = backups.glob("aime-*.db")
     with sqlite3.connect(during) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert db.execute("SELECT COUNT(*) FROM plays").fetchone() == (200,)  # page 5, whole
+        assert db.execute("SELECT COUNT(*) FROM plays").fetchone() == (199,)  # the first page, whole
         # ANALYZE ran before this copy was taken: the planner's statistics are in it.
         assert db.execute("SELECT COUNT(*) FROM sqlite_stat1").fetchone()[0] > 0
     during.rename(backups / "aime-00000000-000000.db")  # older than any stamp from now
@@ -347,7 +376,7 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     try:
         await until(lambda: resumed.backfill_done)
         assert resumed.mode == resumed.status()["mode"] == "MASSIVE"
-        assert job_ids(resumed) == {"optimize", "backup"}
+        assert job_ids(resumed) == {"optimize", "backup", "reconcile"}
         run_now(resumed, "backup")
         await until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"])
     finally:
@@ -413,7 +442,7 @@ async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_
     catch_up, catch_ups = counted_catch_up(LastfmTracker(lastfm_config(lastfm), store))
     first = make_scheduler(lastfm, store, tmp_path)
     await first.start()
-    await until(lambda: first.backfill_done)
+    await until(lambda: first.status()["backfill_reconciled"])
     await first.stop()
     asked = len(lastfm.requests)
 
@@ -426,8 +455,8 @@ async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_
         # A backfill would ask at once; a catch-up brought forward after the start has been answered.
         run_now(again, "catchup")
         await until(lambda: catch_ups)
-        assert backfill_pages(lastfm, since=asked) == [], "nothing left to backfill"
-        assert len(lastfm.requests) == asked + 1, "only the catch-up asked"
+        # Nothing left to backfill or reconcile: only the catch-up asked.
+        assert len(lastfm.requests) == asked + 1
     finally:
         await again.stop()
 

@@ -1,15 +1,19 @@
 """Async client for Last.fm's `user.getRecentTracks`, and what its failures mean.
 
 Owns the wire format (every number a string, a lone track sent as an object instead of
-a list, the now-playing entry without a date), sorting failures into "needs attention",
-"retry after" and "transient", and keeping the API key out of every message, repr and
-log line. No Textual here.
+a list, the now-playing entry without a date and on every page, the account's canonical
+name in `@attr.user`), sorting failures into "needs attention", "retry after" and
+"transient", retrying a failed request in place a few times before a fault goes up,
+pacing every request through the shared token bucket, and keeping the API key out of
+every message, repr and log line. No Textual here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import random
 import re
 import ssl
 import time
@@ -20,13 +24,19 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from aime_tui.clients.pacing import bucket_for
 from aime_tui.config import mask_secret
 from aime_tui.core.faults import NeedsAttention, RetryAfter
 from aime_tui.store.database import Play
 
+log = logging.getLogger(__name__)
+
 SOURCE = "lastfm"
 MAX_PAGE_SIZE = 200
 RATE_LIMITED = 29
+USER_NOT_FOUND = 6
+#: Tries of one request before its fault goes up (the design's 2-3 in place).
+TRIES = 3
 # Without a Retry-After header, wait at least this long after a rate limit (design rule).
 MIN_RATE_LIMIT_WAIT = 60.0
 KEY_PAGE = "https://www.last.fm/api/account/create"
@@ -70,6 +80,8 @@ class RecentTracksPage:
     page: int
     total_pages: int
     total: int
+    #: The account's name as Last.fm spells it (`@attr.user`), whatever case was asked.
+    user: str = ""
 
 
 class LastfmError(Exception):
@@ -150,6 +162,8 @@ def parse_recent_tracks(data: dict, user: str) -> RecentTracksPage:
     """Turn a decoded `recenttracks` answer into plays; raises KeyError/TypeError/ValueError."""
     recent = data["recenttracks"]
     attr = recent.get("@attr", {})
+    # The canonical spelling: `bars` and `Bars` are one account and one history.
+    user = str(attr.get("user") or user)
     plays: list[Play] = []
     now_playing: Play | None = None
     for track in _as_list(recent.get("track")):
@@ -166,6 +180,7 @@ def parse_recent_tracks(data: dict, user: str) -> RecentTracksPage:
         page=int(attr.get("page", 1)),
         total_pages=int(attr.get("totalPages", 0)),
         total=int(attr.get("total", 0)),
+        user=user,
     )
 
 
@@ -184,13 +199,44 @@ def _verified_tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class LastfmClient:
-    """One user's recent tracks over a pooled HTTP client; every failure is a LastfmError."""
+def _retried_in_place(exc: LastfmError, answered: bool, previous: LastfmError | None) -> bool:
+    """Whether a failed request is worth another try now rather than a fault."""
+    if exc.code == RATE_LIMITED or exc.status == 429:
+        return False  # the server said how long to wait: the bucket and the supervisor wait
+    if exc.code == USER_NOT_FOUND:
+        # Last.fm says "User not found" now and then during long paging: an account that
+        # has answered before gets one more try; the same answer again means it.
+        return answered and (previous is None or previous.code != USER_NOT_FOUND)
+    return exc.code not in _ATTENTION
 
-    def __init__(self, api_url: str, api_key: str, user: str, *, timeout: float = 10.0) -> None:
+
+class LastfmClient:
+    """One user's recent tracks over a pooled HTTP client; every failure is a LastfmError.
+
+    Each request takes a slot from the endpoint's shared token bucket (`rate` requests a
+    second) and is tried up to `tries` times, with short jittered waits of about
+    `retry_wait` seconds, before its failure is raised. `answered` says the account has
+    answered before (set it when the store already holds its history).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        user: str,
+        *,
+        timeout: float = 10.0,
+        rate: float = 1.0,
+        tries: int = TRIES,
+        retry_wait: float = 0.5,
+    ) -> None:
         self.api_url = api_url
         self.user = user
         self.timeout = timeout
+        self.tries = tries
+        self.retry_wait = retry_wait
+        self.answered = False
+        self.bucket = bucket_for(api_url, api_key, rate)
         self._api_key = api_key
         self._http = self._new_http()
 
@@ -232,6 +278,30 @@ class LastfmClient:
         limit: int = MAX_PAGE_SIZE,
         from_ts: int | None = None,
         to_ts: int | None = None,
+    ) -> RecentTracksPage:
+        """One page, newest first, of the plays with `from_ts` <= played_at < `to_ts`."""
+        previous: LastfmError | None = None
+        for attempt in range(self.tries):
+            await self.bucket.acquire()
+            try:
+                answer = await self._request(page=page, limit=limit, from_ts=from_ts, to_ts=to_ts)
+            except LastfmError as exc:
+                if exc.code == RATE_LIMITED or exc.status == 429:
+                    wait = exc.retry_after if exc.retry_after is not None else MIN_RATE_LIMIT_WAIT
+                    self.bucket.hold(wait)
+                if attempt + 1 >= self.tries or not _retried_in_place(exc, self.answered, previous):
+                    raise
+                previous = exc
+                wait = self.retry_wait * (2 ** attempt) * random.uniform(0.5, 1.5)
+                log.info("Last.fm request failed (%s); trying again in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+            else:
+                self.answered = True
+                return answer
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _request(
+        self, *, page: int, limit: int, from_ts: int | None, to_ts: int | None
     ) -> RecentTracksPage:
         params: dict[str, str | int] = {
             "method": "user.getrecenttracks",

@@ -1,16 +1,21 @@
 """A loopback HTTP server that answers `user.getRecentTracks` the way Last.fm does.
 
 Owns a deterministic listening history and serves it with the real API's quirks:
-newest first, pages of at most 200, inclusive `from`/`to` bounds, every number a
+newest first, pages of at most 200, `from` inclusive and `to` exclusive, every number a
 string, a lone track sent as an object and an empty page with no `track` key at all,
-error payloads `{"error": N, "message": ...}`. Faults can be injected (slow, dropped
-or hung connections, HTTP 500 and 429, bad JSON, any Last.fm error) for the demo and
-the tests. HTTP/1.1 framing is done by h11 on an asyncio server.
+the now-playing track on top of every page (beyond `limit`, and not in `total`), the
+account's own spelling in `@attr.user` whatever case was asked, identical same-second
+duplicates served twice, error payloads `{"error": N, "message": ...}`. Late scrobbles
+(offline plays synced days later) can land inside any window while it is read. Faults
+can be injected (slow, dropped or hung connections, HTTP 500 and 429, a 503 HTML page,
+a truncated body, bad JSON, any Last.fm error such as a spurious 6 "User not found")
+for the demo and the tests. HTTP/1.1 framing is done by h11 on an asyncio server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -28,7 +33,7 @@ from aime_tui.store.database import Play
 API_PATH = "/2.0/"
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
-FAULT_KINDS = ("slow", "drop", "http_500", "http_429", "bad_json", "error", "hang")
+FAULT_KINDS = ("slow", "drop", "http_500", "http_429", "bad_json", "error", "hang", "html", "truncated")
 RATE_LIMIT_MESSAGE = "Rate Limit Exceeded - Your IP has made too many requests in a short period"
 
 # (artist, album, title): real names, some with accents and odd case so the store's
@@ -76,7 +81,10 @@ class FakeLastfm:
     """One user's history served at `url` between `start()` and `stop()`.
 
     `history` (newest first) and `requests` (each request's query parameters) are
-    public so that tests can compare exactly; `add_plays` scrobbles new ones.
+    public so that tests can compare exactly; `add_plays` scrobbles new ones,
+    `insert_play` one at any moment (a late scrobble), and `late_every` makes every
+    n-th request first insert a late play somewhere in the `late_window` seconds below
+    the newest. `latency` delays every answer.
     """
 
     def __init__(
@@ -90,8 +98,15 @@ class FakeLastfm:
         spacing: int = 180,
         live_every: float | None = None,
         record_requests: bool = True,
+        latency: float = 0.0,
+        late_every: int | None = None,
+        late_window: int = 14 * 24 * 3600,
     ) -> None:
         self.user = user
+        self.latency = latency
+        self.late_every = late_every
+        self.late_window = late_window
+        self.late_plays: list[Play] = []
         self.api_key = api_key
         self.spacing = spacing
         self.live_every = live_every
@@ -164,6 +179,23 @@ class FakeLastfm:
             raise ValueError(f"unknown fault {kind!r}; expected one of {expected}")
         self._faults.append(_Fault(kind, times, params))
 
+    def insert_play(self, played_at: int, *, like: Play | None = None) -> Play:
+        """Scrobble one play at `played_at`, wherever that falls in the history (a late
+        one); `like` copies another's track (at its second: an identical duplicate)."""
+        if like is not None:
+            play = Play(like.source, like.account, played_at, like.artist, like.title, like.album)
+        else:
+            play = self._play(played_at)
+        # Newest first, and after the plays already there at that second.
+        index = bisect.bisect_right(self.history, -played_at, key=_descending)
+        self.history.insert(index, play)
+        return play
+
+    def _scrobble_late(self) -> None:
+        newest = self.history[0].played_at if self.history else int(time.time())
+        played_at = newest - self._random.randrange(1, max(2, self.late_window))
+        self.late_plays.append(self.insert_play(played_at))
+
     def add_plays(self, count: int = 1) -> list[Play]:
         """Scrobble `count` new plays, each one second or more after the current newest."""
         added = []
@@ -234,6 +266,11 @@ class FakeLastfm:
         params = dict(parse_qsl(target.query, keep_blank_values=True))
         if self.record_requests:
             self.requests.append(params)
+        if self.late_every and len(self.requests) % self.late_every == 0:
+            self._scrobble_late()
+        if self.latency:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.latency)
 
         fault = self._next_fault()
         kind = fault.kind if fault is not None else None
@@ -250,11 +287,19 @@ class FakeLastfm:
             status, headers, body = _text_response(405, "Method Not Allowed")
         elif target.path.rstrip("/") != API_PATH.rstrip("/"):
             status, headers, body = _text_response(404, "Not Found")
-        elif kind in ("http_500", "http_429", "bad_json", "error"):
+        elif kind in ("http_500", "http_429", "bad_json", "error", "html"):
             status, headers, body = _fault_response(fault)
         else:
             status, headers, body = _json_response(*self._recent_tracks(params))
 
+        if kind == "truncated":
+            # The length promises the whole answer; the connection ends halfway through it.
+            head = h11.Response(status_code=status, headers=[*headers, ("Content-Length", str(len(body)))],
+                                reason=HTTPStatus(status).phrase)
+            writer.write(connection.send(head))
+            writer.write(connection.send(h11.Data(data=body[: len(body) // 2])))
+            await writer.drain()
+            return False
         headers.append(("Content-Length", str(len(body))))
         head = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
         writer.write(connection.send(head))
@@ -284,13 +329,16 @@ class FakeLastfm:
         if limit < 1 or page < 1:
             return 400, _error(6, "Invalid parameters - limit and page must be positive")
 
-        selected = [
-            play for play in self.history
-            if (from_ts is None or play.played_at >= from_ts)
-            and (to_ts is None or play.played_at <= to_ts)
-        ]
-        tracks = [_track_json(play) for play in selected[(page - 1) * limit: page * limit]]
-        if self.now_playing and page == 1:
+        # `from` inclusive, `to` exclusive; found by bisection (histories of millions).
+        first = 0 if to_ts is None else bisect.bisect_right(self.history, -to_ts, key=_descending)
+        end = len(self.history) if from_ts is None else bisect.bisect_right(
+            self.history, -from_ts, key=_descending
+        )
+        total = max(0, end - first)
+        start = first + (page - 1) * limit
+        tracks = [_track_json(play) for play in self.history[start: min(end, start + limit)]]
+        if self.now_playing:
+            # Last.fm puts it on top of every page, beyond the limit.
             tracks.insert(0, _track_json(self.now_playing_track, now_playing=True))
 
         body: dict = {
@@ -298,8 +346,8 @@ class FakeLastfm:
                 "user": self.user,
                 "page": str(page),
                 "perPage": str(limit),
-                "totalPages": str(math.ceil(len(selected) / limit)),
-                "total": str(len(selected)),
+                "totalPages": str(math.ceil(total / limit)),
+                "total": str(total),
             }
         }
         if len(tracks) == 1:
@@ -325,9 +373,18 @@ def _text_response(status: int, text: str, content_type: str = "text/plain") -> 
     return status, [("Content-Type", f"{content_type}; charset=utf-8")], text.encode()
 
 
+def _descending(play: Play) -> int:
+    return -play.played_at
+
+
 def _fault_response(fault: _Fault) -> Response:
     if fault.kind == "http_500":
         return _text_response(500, "<html><body>Internal Server Error</body></html>", "text/html")
+    if fault.kind == "html":
+        # What a proxy in front of Last.fm answers when the backend is away.
+        page = "<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service" \
+               " Unavailable</h1>No server is available to handle this request.</body></html>"
+        return _text_response(int(fault.params.get("status", 503)), page, "text/html")
     if fault.kind == "http_429":
         status, headers, body = _json_response(429, _error(29, RATE_LIMIT_MESSAGE))
         if "retry_after" in fault.params:

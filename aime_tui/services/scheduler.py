@@ -7,16 +7,22 @@ the store: a run missed while the machine slept, or while the service was stoppe
 restarting, runs once when it comes back within the grace, and a run missed beyond it
 is logged as missed.
 
-MAINTENANCE is just those duties. MASSIVE adds a full-history Last.fm backfill, one page
-per `backfill_interval`, oldest page first, with its cursor saved in the same
-transaction as each page: a crash, stop or wake resumes exactly where it left off, with
-no gap and no page fetched twice. A page that fails ends the backfill with the
-classified fault; the supervisor backs off (or asks for attention) and the restart
-resumes from the cursor. The backfill's upper bound is frozen when it begins, so plays
-scrobbled since are the catch-up's: one runs as soon as the backfill completes, and the
-service then carries on with its duties in MASSIVE (the mode the user chose stays
-saved), its status saying "backfill complete" and how often it catches up. A backfill
-that takes days never costs a nightly backup.
+MAINTENANCE is just those duties, plus an hourly reconciliation of the trailing 14 days
+(where late scrobbles land): Last.fm's count for the window is compared with what is
+stored, and the parts that differ are fetched again (see lastfm_history). MASSIVE adds
+a full-history Last.fm backfill, anchored in time, not in page numbers: its upper bound
+is the newest play when it begins, and each page asks for the plays before the oldest
+second already fetched, so plays inserted meanwhile cannot shift one out of reach. Its
+cursor is saved in the same transaction as each page: a crash, stop or wake resumes
+exactly where it left off, with no gap and no duplicate. Pages come as fast as
+`[lastfm] rate` lets (the token bucket the tracker shares), at least `backfill_interval`
+apart if that is set. A request that fails is retried in place by the client; a fault
+that persists ends the backfill with the classified fault, the supervisor backs off (or
+asks for attention) and the restart resumes from the cursor. Plays scrobbled since the
+backfill began are the catch-up's: one runs as soon as the backfill completes, then the
+whole backfilled range is reconciled once, and the service carries on with its duties
+in MASSIVE (the mode the user chose stays saved), its status saying "backfill complete"
+and how often it catches up. A backfill that takes days never costs a nightly backup.
 
 Counts in `status()`: `tracks_found` is the new plays this service's own work (catch-up
 and backfill) stored since aime-tui started; the tracker counts only what its own polls
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +49,7 @@ from apscheduler.triggers.cron import CronTrigger
 from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
 from aime_tui.services.base import Service
+from aime_tui.services.lastfm_history import LATE_WINDOW, Sweep, reconcile, sweep_step
 from aime_tui.services.registry import MAINTENANCE, MASSIVE, SCHEDULER_MODES, setting_hint
 from aime_tui.store.database import DiskFull, Store, StoreError
 
@@ -55,6 +63,10 @@ BACKUP_AT = (4, 0)
 MISFIRE_GRACE = 3600
 #: How late a missed nightly job may still run: a box asleep at 4:00 backs up on waking.
 DAILY_GRACE = 12 * 3600
+#: Seconds between reconciliations of the trailing window.
+RECONCILE_EVERY = 3600
+#: The backfill cursor's format (1: page numbers, before the backfill was anchored in time).
+BACKFILL_FORMAT = 2
 
 #: Polls Last.fm for new plays, calling `credit(n)` as each batch of n new plays is stored.
 CatchUp = Callable[..., Awaitable[int]]
@@ -63,6 +75,8 @@ CatchUp = Callable[..., Awaitable[int]]
 class CollectionScheduler(Service):
     name = "scheduler"
     modes = SCHEDULER_MODES
+    #: About how long the client waits before trying a failed request again.
+    retry_wait = 0.5
 
     def __init__(
         self,
@@ -99,7 +113,7 @@ class CollectionScheduler(Service):
 
     @property
     def cursor_name(self) -> str:
-        return f"backfill:lastfm:{self.lastfm.user}"
+        return f"backfill:lastfm:{self.lastfm.user.lower()}"
 
     def reconfigure(self, config: Config) -> None:
         # Its mode stays: that is the user's, kept in the store (the file's is a first-launch default).
@@ -122,9 +136,14 @@ class CollectionScheduler(Service):
 
     async def start(self) -> None:
         await self.stop()  # a restart after a fault must not leak the previous client
-        if not self.lastfm.missing():
-            self._client = LastfmClient(self.lastfm.api_url, self.lastfm.api_key, self.lastfm.user)
         await self._load_progress()
+        if not self.lastfm.missing():
+            self._client = LastfmClient(
+                self.lastfm.api_url, self.lastfm.api_key, self.lastfm.user,
+                rate=self.lastfm.rate, retry_wait=self.retry_wait,
+            )
+            # A backfill under way means the account has answered before.
+            self._client.answered = bool(self._backfill_state)
         scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "misfire_grace_time": MISFIRE_GRACE, "max_instances": 1}
         )
@@ -166,6 +185,8 @@ class CollectionScheduler(Service):
             "backfill_plays": self._backfill_state.get("plays", 0),
             "backfill_total": self._backfill_state.get("total"),
             "backfill_done": self.backfill_done,
+            # The backfilled range checked once more against Last.fm's counts, once complete.
+            "backfill_reconciled": bool(self._backfill_state.get("reconciled")),
             "eta": self._eta(),
             # Seconds between catch-ups while they are scheduled (in either mode), else None.
             "catchup_every": self.config.catchup_interval if self._job("catchup") else None,
@@ -184,8 +205,8 @@ class CollectionScheduler(Service):
 
     async def _load_progress(self) -> None:
         raw = await self.store.get_cursor(self.cursor_name)
-        self._backfill_state = json.loads(raw) if raw else {}
-        for job in ("catchup", "optimize", "backup"):
+        self._backfill_state = _current_format(json.loads(raw)) if raw else {}
+        for job in ("catchup", "optimize", "backup", "reconcile"):
             value = await self.store.get_cursor(_last_run_cursor(job))
             if value is not None:
                 self._last_runs[job] = float(value)
@@ -207,7 +228,7 @@ class CollectionScheduler(Service):
             self.report_attention(self._lastfm_missing())
             return
         self.report_attention(None)
-        if self.mode == MASSIVE and not self.backfill_done:
+        if self.mode == MASSIVE and not (self.backfill_done and self._backfill_state.get("reconciled")):
             self.spawn(self._backfill(), "backfill")
 
     def _schedule_duties(self, scheduler: AsyncIOScheduler) -> None:
@@ -217,6 +238,14 @@ class CollectionScheduler(Service):
             scheduler.add_job(
                 self._run_catch_up, "interval", seconds=interval, id="catchup",
                 next_run_time=_aware(last + interval if last is not None else self._clock() + interval),
+            )
+        if self._client is not None:
+            last = self._last_runs.get("reconcile")
+            scheduler.add_job(
+                self._reconcile_recent, "interval", seconds=RECONCILE_EVERY, id="reconcile",
+                next_run_time=_aware(
+                    last + RECONCILE_EVERY if last is not None else self._clock() + RECONCILE_EVERY
+                ),
             )
         for job, (hour, minute), run in (
             ("optimize", OPTIMIZE_AT, self._optimize), ("backup", BACKUP_AT, self._backup)
@@ -283,6 +312,24 @@ class CollectionScheduler(Service):
         self.last_error = None
         await self._ran("catchup")
 
+    async def _reconcile_recent(self) -> None:
+        """Fetch again what differs in the trailing 14 days below the tracker's cursor."""
+        client = self._client
+        newest = await self.store.get_cursor(f"lastfm:{self.lastfm.user.lower()}")
+        if client is None or newest is None:
+            return  # nothing stored yet
+        until = int(newest)
+        try:
+            fetched = await reconcile(client, self.store, until - LATE_WINDOW, until, self._credit)
+        except Exception as exc:
+            self.last_error = str(classify(exc)) or type(exc).__name__
+            log.warning("scheduler: reconciliation failed, next one as scheduled: %s", self.last_error)
+            return
+        if fetched:
+            log.info("scheduler: reconciled the last 14 days: %d windows fetched again", fetched)
+        self.last_error = None
+        await self._ran("reconcile")
+
     async def _optimize(self) -> None:
         await self.store.optimize()
         await self._ran("optimize")
@@ -300,79 +347,100 @@ class CollectionScheduler(Service):
     # -- the MASSIVE backfill ----------------------------------------------------------
 
     async def _backfill(self) -> None:
-        """Store one page per interval, oldest first, until the whole history is in.
+        """Store one page per request, newest first, until the whole history is in, then
+        reconcile the backfilled range once.
 
         A failure escapes classified (NeedsAttention, RetryAfter or transient), so the
         supervisor shows it and restarts the service, which resumes from the cursor.
         """
         client = self._client
         assert client is not None
-        interval = self.config.backfill_interval
         self._run_began = time.monotonic()
         try:
-            await self._backfill_pages(client, interval)
+            await self._backfill_pages(client)
+            if not self._backfill_state.get("reconciled"):
+                await self._guarded(self._reconcile_backfilled(client))
         finally:  # done, failed, or cancelled by a mode switch or a stop: no page is due
             self._next_page_at = None
 
-    async def _backfill_pages(self, client: LastfmClient, interval: float) -> None:
+    async def _guarded(self, work):
+        try:
+            return await work
+        except Exception as exc:
+            fault = classify(exc)
+            self.last_error = str(fault) or type(fault).__name__
+            if fault is exc:
+                raise
+            raise fault from exc
+
+    async def _backfill_pages(self, client: LastfmClient) -> None:
+        interval = self.config.backfill_interval
         while not self.backfill_done:
             began = time.monotonic()
-            try:
-                state, plays = await self._next_page(client, dict(self._backfill_state))
-            except Exception as exc:
-                fault = classify(exc)
-                self.last_error = str(fault) or type(fault).__name__
-                if fault is exc:
-                    raise
-                raise fault from exc
+            state, plays = await self._guarded(self._next_page(client, dict(self._backfill_state)))
             added = await self.store.insert_plays(plays, cursor=(self.cursor_name, json.dumps(state)))
-            if state["pages_done"] > self.pages_done:
-                self._run_pages += 1
-                self._per_page = (time.monotonic() - self._run_began) / self._run_pages
+            self._run_pages += 1
+            self._per_page = (time.monotonic() - self._run_began) / self._run_pages
             self._backfill_state = state
             self.tracks_found += added
             self.last_check = self._clock()
             self.last_error = None
             if self.backfill_done:
                 log.info("scheduler: backfill complete (%d pages, %d plays)", self.pages_done, state["plays"])
-                # Plays scrobbled since the backfill froze its upper bound are the catch-up's:
-                # fetch them now rather than an interval from now.
+                # Plays scrobbled since the backfill began are the catch-up's: fetch them
+                # now rather than an interval from now.
                 self._catch_up_now()
                 break
-            self._next_page_at = began + interval
-            await asyncio.sleep(max(0.0, self._next_page_at - time.monotonic()))
+            if interval:
+                self._next_page_at = began + interval
+                await asyncio.sleep(max(0.0, self._next_page_at - time.monotonic()))
 
     async def _next_page(self, client: LastfmClient, state: dict[str, Any]):
-        """The cursor after the next step and the plays that step fetched."""
-        if "to" not in state:
-            # Freeze the upper bound at the newest play Last.fm has (its clock, not ours):
-            # later plays fall outside it, so the page numbers stay put.
-            first = await client.recent_tracks(page=1, limit=MAX_PAGE_SIZE)
-            upper = max((play.played_at for play in first.plays), default=0)
-            return {
-                "to": upper, "next_page": first.total_pages, "total_pages": first.total_pages,
-                "pages_done": 0, "plays": 0, "total": first.total, "done": first.total_pages == 0,
-            }, []
-        page = await client.recent_tracks(page=state["next_page"], limit=MAX_PAGE_SIZE, to_ts=state["to"])
-        state["next_page"] -= 1
+        """The cursor after the next page and the plays to store with it."""
+        if "sweep" not in state:
+            # The first page is the newest: it sets the upper bound, Last.fm's newest play
+            # (its clock, not ours); plays scrobbled later are the tracker's.
+            plays, rest, page = await sweep_step(client, Sweep(None, None))
+            upper = max((play.played_at for play in page.plays), default=0) + 1
+            state = {"format": BACKFILL_FORMAT, "upper": upper, "pages_done": 0, "plays": 0,
+                     "total": page.total}
+        else:
+            plays, rest, page = await sweep_step(client, Sweep.load(state["sweep"]))
+        state["sweep"] = rest.dump() if rest is not None else None
         state["pages_done"] += 1
-        state["plays"] += len(page.plays)
-        state["done"] = state["next_page"] < 1
-        return state, page.plays
+        state["plays"] += len(plays)
+        remaining = rest.remaining or 0 if rest is not None else 0
+        # Late scrobbles make the history grow as it is read: the totals follow.
+        state["total"] = state["plays"] + remaining
+        state["total_pages"] = state["pages_done"] + math.ceil(remaining / MAX_PAGE_SIZE)
+        state["done"] = rest is None
+        return state, plays
+
+    async def _reconcile_backfilled(self, client: LastfmClient) -> None:
+        """Once complete: fetch again whatever arrived late inside the backfilled range."""
+        fetched = await reconcile(client, self.store, 0, self._backfill_state["upper"], self._credit)
+        log.info("scheduler: backfilled range reconciled (%d windows fetched again)", fetched)
+        state = dict(self._backfill_state, reconciled=True)
+        await self.store.set_cursor(self.cursor_name, json.dumps(state))
+        self._backfill_state = state
 
     def _eta(self) -> float | None:
         """Seconds until the backfill is done, at this run's pace (never faster than the interval)."""
         if self.mode != MASSIVE or self.backfill_done or self._per_page is None or self.total_pages is None:
             return None
         remaining = max(self.total_pages - self.pages_done, 0)
-        return remaining * max(self._per_page, self.config.backfill_interval)
+        return remaining * max(self._per_page, self.config.backfill_interval or 0.0)
 
     def _cursor_text(self) -> str | None:
         if not self._backfill_state:
             return None
         if self.backfill_done:
             return "complete"
-        return f"page {self._backfill_state.get('next_page')} of {self.total_pages}"
+        sweep = self._backfill_state.get("sweep") or {}
+        if sweep.get("high") is None:
+            return f"page {self.pages_done + 1} of {self.total_pages}"
+        before = datetime.fromtimestamp(sweep["high"], timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return f"page {self.pages_done + 1} of {self.total_pages}, plays before {before} UTC"
 
     def _next_run(self) -> float | None:
         if self._scheduler is None or not self._scheduler.running:
@@ -381,6 +449,18 @@ class CollectionScheduler(Service):
         if self._next_page_at is not None:
             times.append(self._clock() + max(0.0, self._next_page_at - time.monotonic()))
         return min(times) if times else None
+
+
+def _current_format(state: dict[str, Any]) -> dict[str, Any]:
+    """A backfill cursor in today's format. One kept by page numbers (format 1) starts
+    again, anchored in time, unless it had completed: its plays are all stored already."""
+    if state.get("format") == BACKFILL_FORMAT:
+        return state
+    if state.get("done"):
+        return {"format": BACKFILL_FORMAT, "upper": int(state.get("to", 0)) + 1, "sweep": None,
+                "pages_done": state.get("pages_done", 0), "total_pages": state.get("total_pages"),
+                "plays": state.get("plays", 0), "total": state.get("total"), "done": True}
+    return {}
 
 
 def _last_run_cursor(job: str) -> str:

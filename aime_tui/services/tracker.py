@@ -1,10 +1,17 @@
 """The `tracker` service: polls Last.fm for new plays and stores them.
 
-Owns the per-account cursor `lastfm:{user}` (the newest stored `played_at`, everything
-older than it down to the previous cursor being stored) and the incremental poll.
-Full-history backfill is the scheduler's job; this service only fetches what is newer
-than its cursor (the newest page when it has none yet). It never retries by itself: a
-failed poll is classified and raised, and the supervisor backs off.
+Owns the per-account cursor `lastfm:{account}` (the newest stored `played_at`) and the
+gaps still to fetch below it, `lastfm-gaps:{account}` (account in lower case: Last.fm
+names are case-insensitive). A poll asks for the newest page above the cursor; when more
+new plays wait than a page holds, the rest becomes a gap, swept newest first by time
+(see lastfm_history) one page per request, each page committed with the gaps left, so
+a crash or stop resumes with no gap and no duplicate. `start()` makes that one poll
+only, which proves the account answers; any gap is caught up afterwards in the
+service's own loop, never under the start timeout, with `catching_up` showing the plays
+still to fetch. Full-history backfill is the scheduler's job.
+
+A failed request is retried in place by the client; a fault that persists is classified
+and raised, and the supervisor backs off.
 
 `tracks_found` is the new plays this service's own polls stored since aime-tui started;
 a poll run for someone else (the scheduler's catch-up) credits them instead.
@@ -13,22 +20,26 @@ a poll run for someone else (the scheduler's catch-up) credits them instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classify
+from aime_tui.clients.lastfm import SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.services.base import Service
+from aime_tui.services.lastfm_history import Sweep, sweep_step
 from aime_tui.services.registry import setting_hint
-from aime_tui.store.database import Play, Store
+from aime_tui.store.database import Store
 
 
 class LastfmTracker(Service):
     name = "tracker"
     #: Seconds one Last.fm request may take.
     request_timeout = 10.0
+    #: About how long the client waits before trying a failed request again.
+    retry_wait = 0.5
 
     def __init__(
         self,
@@ -51,13 +62,28 @@ class LastfmTracker(Service):
         self._tracks_found = 0
         self._last_error: str | None = None
         self._now_playing: str | None = None
+        #: Sweeps still to fetch below the cursor, newest first (persisted with each page).
+        self._gaps: list[Sweep] = []
+        #: The account as Last.fm spells it, once it has answered.
+        self._account: str | None = None
 
     def reconfigure(self, config: Config) -> None:
         self._config = config.lastfm
 
     @property
     def cursor_name(self) -> str:
-        return f"lastfm:{self._config.user}"
+        return f"lastfm:{self._config.user.lower()}"
+
+    @property
+    def gaps_name(self) -> str:
+        return f"lastfm-gaps:{self._config.user.lower()}"
+
+    @property
+    def catching_up(self) -> int | None:
+        """Plays Last.fm last said were still to fetch in the gaps; None when there are none."""
+        if not self._gaps:
+            return None
+        return sum(gap.remaining or 0 for gap in self._gaps)
 
     def _check_config(self) -> None:
         missing = self._config.missing()
@@ -67,7 +93,8 @@ class LastfmTracker(Service):
 
     def _new_client(self) -> LastfmClient:
         return LastfmClient(
-            self._config.api_url, self._config.api_key, self._config.user, timeout=self.request_timeout
+            self._config.api_url, self._config.api_key, self._config.user,
+            timeout=self.request_timeout, rate=self._config.rate, retry_wait=self.retry_wait,
         )
 
     async def start(self) -> None:
@@ -75,7 +102,8 @@ class LastfmTracker(Service):
         await self.stop()  # a restart after a fault must not leak the previous client
         self._client = self._new_client()
         try:
-            await self.poll_once()
+            # One request proves the account answers; a gap it finds is the loop's.
+            await self._step(self._poll_newest, self._credit)
         except BaseException:
             # Includes cancellation by the supervisor's start timeout.
             await self._close_client()
@@ -105,32 +133,44 @@ class LastfmTracker(Service):
             "tracks_found": self._tracks_found,
             "plays_total": self._store.play_total(SOURCE),
             "last_error": self._last_error,
-            "account": self._config.user,
+            "account": self._account or self._config.user,
             "now_playing": self._now_playing,
+            "catching_up": self.catching_up,
         }
 
     async def _poll_loop(self) -> None:
+        # A classified failure escapes to the supervisor.
         while True:
+            while self._gaps:
+                await self._step(self._sweep_gap, self._credit)
             await asyncio.sleep(self._config.interval)
-            await self.poll_once()  # a classified failure escapes to the supervisor
+            await self._step(self._poll_newest, self._credit)
 
     async def poll_once(self, *, credit: Callable[[int], None] | None = None) -> int:
-        """Fetch and store plays newer than the cursor; returns how many were new.
+        """Fetch and store every play newer than the cursor, gaps included; returns how
+        many were new.
 
         `credit` is told of each stored batch's new plays as it commits (so a pass cut
         short still counts what it stored); by default this service's `tracks_found`.
         Failures come out classified (NeedsAttention, RetryAfter or transient). Works
-        while the service is stopped too, with a client of its own for the one poll.
+        while the service is stopped too, with a client of its own.
         """
-        self._check_config()
         credit = credit or self._credit
+        added = await self._step(self._poll_newest, credit)
+        while self._gaps:
+            added += await self._step(self._sweep_gap, credit)
+        return added
+
+    async def _step(self, work: Callable[..., Any], credit: Callable[[int], None]) -> int:
+        """One request's worth of `work`, one at a time, failures classified."""
+        self._check_config()
         async with self._poll_lock:
             try:
                 if self._client is not None:
-                    added = await self._fetch_new(self._client, credit)
+                    added = await work(self._client, credit)
                 else:
                     async with self._new_client() as client:
-                        added = await self._fetch_new(client, credit)
+                        added = await work(client, credit)
             except Exception as exc:
                 fault = classify(exc)
                 self._last_error = str(fault)
@@ -141,41 +181,56 @@ class LastfmTracker(Service):
         self._last_check = self._clock()
         return added
 
-    async def _fetch_new(self, client: LastfmClient, credit: Callable[[int], None]) -> int:
-        """Store the plays newer than the cursor; the cursor moves with every page stored.
+    async def _load_cursor(self, client: LastfmClient) -> int | None:
+        value = await self._store.get_cursor(self.cursor_name)
+        gaps = await self._store.get_cursor(self.gaps_name)
+        self._gaps = [Sweep.load(gap) for gap in json.loads(gaps)] if gaps else []
+        if value is not None:
+            client.answered = True  # its history is here: it has answered before
+        return int(value) if value is not None else None
 
-        The first page (newest first) gives the newest play and the now-playing track.
-        With no cursor yet that page is all this service wants. With a cursor and more
-        than one page to catch up, the window [cursor, newest] is then stored from its
-        oldest page up, `to` pinned so that plays arriving meanwhile do not shift the
-        pages: a pass cut short (crash, fault, start timeout) has moved the cursor only
-        over what it stored, so the next pass resumes there with no gap. Overlaps are
-        harmless: the store ignores duplicates.
-        """
-        cursor_value = await self._store.get_cursor(self.cursor_name)
-        since = int(cursor_value) if cursor_value is not None else None
-        first = await client.recent_tracks(limit=MAX_PAGE_SIZE, from_ts=since)
-        playing = first.now_playing
+    async def _poll_newest(self, client: LastfmClient, credit: Callable[[int], None]) -> int:
+        """Store the newest page above the cursor; more new plays than that become a gap."""
+        since = await self._load_cursor(client)
+        plays, rest, page = await sweep_step(client, Sweep(since, None))
+        await self._adopt(page.user)
+        playing = page.now_playing
         self._now_playing = f"{playing.artist} – {playing.title}" if playing else None
-
-        added = 0
-        if since is not None and first.total_pages > 1:
-            until = max(play.played_at for play in first.plays)
-            for page_number in range(first.total_pages, 0, -1):
-                page = await client.recent_tracks(
-                    page=page_number, limit=MAX_PAGE_SIZE, from_ts=since, to_ts=until
-                )
-                added += await self._store_page(page.plays, credit)
-        # Last, so that the cursor reaches the newest play only once all older ones are in.
-        added += await self._store_page(first.plays, credit)
+        if since is None:
+            # No cursor yet: the newest page is all this service wants; older history
+            # is the backfill's.
+            plays, rest = page.plays, None
+        newest = max((play.played_at for play in page.plays), default=since)
+        if not plays and rest is None and newest == since:
+            return 0  # nothing new
+        if rest is not None:
+            self._gaps.insert(0, rest)
+        cursors = [(self.gaps_name, self._dump_gaps())]
+        if newest is not None:
+            cursors.append((self.cursor_name, str(newest)))
+        added = await self._store.insert_plays(plays, cursors=cursors)
+        credit(added)
         return added
 
-    async def _store_page(self, plays: list[Play], credit: Callable[[int], None]) -> int:
-        newest = max((play.played_at for play in plays), default=None)
-        cursor = (self.cursor_name, str(newest)) if newest is not None else None
-        stored = await self._store.insert_plays(plays, cursor=cursor)
-        credit(stored)
-        return stored
+    async def _sweep_gap(self, client: LastfmClient, credit: Callable[[int], None]) -> int:
+        """Store the newest page still missing in the newest gap."""
+        if not self._gaps:
+            return 0
+        plays, rest, page = await sweep_step(client, self._gaps[0])
+        await self._adopt(page.user)
+        self._gaps = ([rest] if rest is not None else []) + self._gaps[1:]
+        added = await self._store.insert_plays(plays, cursors=[(self.gaps_name, self._dump_gaps())])
+        credit(added)
+        return added
+
+    def _dump_gaps(self) -> str | None:
+        return json.dumps([gap.dump() for gap in self._gaps]) if self._gaps else None
+
+    async def _adopt(self, account: str) -> None:
+        """Plays stored under another case of the account take Last.fm's spelling."""
+        if account != self._account:
+            await self._store.adopt_account(SOURCE, account)
+            self._account = account
 
     def _credit(self, added: int) -> None:
         self._tracks_found += added

@@ -154,6 +154,49 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'token', value FROM settings WHERE key = 'roon.token';
     DELETE FROM settings WHERE key = 'roon.token';
     """,
+    # 5: one Last.fm account whatever the case it was typed in. Plays stored under other
+    # cases of an account move to the case stored last (the next answer from Last.fm then
+    # renames them to its own spelling), duplicates dropped; cursors are named in lower
+    # case, the tracker's keeping the oldest (a catch-up overlaps, never skips) and the
+    # backfill's a completed one first, else the latest. `served_counts` keeps, per play,
+    # how many times Last.fm serves it when that is not once (identical same-second
+    # duplicates are stored once), so that counting a window compares like with like.
+    """
+    CREATE TEMP TABLE account_case AS
+        SELECT source, lower(account) AS folded, account AS canonical, max(stored_at)
+        FROM plays WHERE source = 'lastfm' GROUP BY source, lower(account);
+    UPDATE OR IGNORE plays SET account = (
+        SELECT canonical FROM account_case c
+        WHERE c.source = plays.source AND c.folded = lower(plays.account))
+    WHERE source = 'lastfm' AND account <> (
+        SELECT canonical FROM account_case c
+        WHERE c.source = plays.source AND c.folded = lower(plays.account));
+    DELETE FROM plays WHERE source = 'lastfm' AND account <> (
+        SELECT canonical FROM account_case c
+        WHERE c.source = plays.source AND c.folded = lower(plays.account));
+    DROP TABLE account_case;
+    INSERT OR REPLACE INTO cursors (name, value, updated_at)
+        SELECT lower(name), CAST(min(CAST(value AS INTEGER)) AS TEXT), max(updated_at)
+        FROM cursors WHERE name LIKE 'lastfm:%' GROUP BY lower(name);
+    DELETE FROM cursors WHERE name LIKE 'lastfm:%' AND name <> lower(name);
+    INSERT OR REPLACE INTO cursors (name, value, updated_at)
+        SELECT lower(name), value, updated_at FROM (
+            SELECT name, value, updated_at, row_number() OVER (
+                PARTITION BY lower(name)
+                ORDER BY instr(value, '"done": true') > 0 DESC, updated_at DESC) AS rank
+            FROM cursors WHERE name LIKE 'backfill:lastfm:%')
+        WHERE rank = 1;
+    DELETE FROM cursors WHERE name LIKE 'backfill:lastfm:%' AND name <> lower(name);
+    CREATE TABLE served_counts (
+        source     TEXT NOT NULL,
+        account    TEXT NOT NULL,
+        played_at  INTEGER NOT NULL,
+        artist_key TEXT NOT NULL,
+        title_key  TEXT NOT NULL,
+        copies     INTEGER NOT NULL,
+        PRIMARY KEY (source, account, played_at, artist_key, title_key)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -693,13 +736,19 @@ class Store:
     # -- plays ----------------------------------------------------------------------
 
     async def insert_plays(
-        self, plays: Iterable[Play], *, cursor: tuple[str, str] | None = None
+        self,
+        plays: Iterable[Play],
+        *,
+        cursor: tuple[str, str] | None = None,
+        cursors: Iterable[tuple[str, str | None]] = (),
     ) -> int:
         """Insert a batch in one transaction, duplicates ignored; returns how many were new.
 
         With `cursor` (name, value) the cursor advances in the same transaction, so a
         crash leaves either the page and its cursor or neither: resumable with no gap.
+        `cursors` sets several the same way (a value of None deletes that cursor).
         """
+        cursor_rows = ([cursor] if cursor is not None else []) + list(cursors)
         now = self._clock()
         rows = [
             (p.source, p.account, int(p.played_at), p.artist, p.title, p.album,
@@ -707,7 +756,7 @@ class Store:
              p.album_mbid, p.zone, p.length)
             for p in plays
         ]
-        if not rows and cursor is None:
+        if not rows and not cursor_rows:
             return 0
 
         async def insert(db: aiosqlite.Connection) -> tuple[int, dict[str, int]]:
@@ -720,8 +769,11 @@ class Store:
             )
             added = max(inserted.rowcount, 0)
             await inserted.close()
-            if cursor is not None:
-                await _upsert_cursor(db, *cursor, now)
+            for name, value in cursor_rows:
+                if value is None:
+                    await db.execute("DELETE FROM cursors WHERE name = ?", (name,))
+                else:
+                    await _upsert_cursor(db, name, value, now)
             totals = await _read_totals(db) if added else self._totals
             return added, totals
 
@@ -739,6 +791,70 @@ class Store:
         async with self.db.execute(sql, args) as cursor:
             (count,) = await cursor.fetchone()
         return count
+
+    async def adopt_account(self, source: str, account: str) -> int:
+        """Move plays stored under another case of `account` to this spelling, duplicates
+        dropped; returns how many rows were moved or dropped (0: nothing to do)."""
+
+        async def adopt(db: aiosqlite.Connection) -> tuple[int, dict[str, int]]:
+            where = "source = ? AND account <> ? AND lower(account) = lower(?)"
+            moved = await db.execute(f"UPDATE OR IGNORE plays SET account = ? WHERE {where}",
+                                     (account, source, account, account))
+            dropped = await db.execute(f"DELETE FROM plays WHERE {where}", (source, account, account))
+            changed = max(moved.rowcount, 0) + max(dropped.rowcount, 0)
+            await db.execute(f"DELETE FROM served_counts WHERE {where}", (source, account, account))
+            return changed, await _read_totals(db)  # the duplicates dropped are no plays now
+
+        # Fetched whole in one step: a statement left open would block a VACUUM INTO backup.
+        others = await self.db.execute_fetchall(
+            "SELECT 1 FROM plays WHERE source = ? AND account <> ? AND lower(account) = lower(?) LIMIT 1",
+            (source, account, account),
+        )
+        if not others:
+            return 0
+        changed, self._totals = await self.write(adopt)
+        return changed
+
+    async def count_served(self, source: str, account: str, since: int, until: int) -> int:
+        """How many plays the source serves for `since` <= played_at < `until`, as far as
+        the store knows: the stored plays, with those it serves other than once counted
+        as often as it serves them."""
+        args = (source, account, since, until)
+        where = "source = ? AND account = ? AND played_at >= ? AND played_at < ?"
+        [(stored, extra)] = await self.db.execute_fetchall(
+            f"SELECT (SELECT COUNT(*) FROM plays WHERE {where}),"
+            f" (SELECT COALESCE(SUM(copies - 1), 0) FROM served_counts WHERE {where})",
+            args + args,
+        )
+        return stored + extra
+
+    async def record_served(
+        self, source: str, account: str, since: int, until: int, served: Iterable[Play]
+    ) -> None:
+        """Remember how often each stored play of the window is served, from a complete
+        fetch of the window (`served`, duplicates included)."""
+        copies: dict[tuple[int, str, str], int] = {}
+        for play in served:
+            key = (int(play.played_at), normalise(play.artist), normalise(play.title))
+            copies[key] = copies.get(key, 0) + 1
+        window = (source, account, since, until)
+
+        async def record(db: aiosqlite.Connection) -> None:
+            where = "source = ? AND account = ? AND played_at >= ? AND played_at < ?"
+            await db.execute(f"DELETE FROM served_counts WHERE {where}", window)
+            async with db.execute(
+                f"SELECT played_at, artist_key, title_key FROM plays WHERE {where}", window
+            ) as cursor:
+                stored = await cursor.fetchall()
+            odd = [(source, account, *key, copies.get(tuple(key), 0)) for key in stored
+                   if copies.get(tuple(key), 0) != 1]
+            await db.executemany(
+                "INSERT INTO served_counts (source, account, played_at, artist_key, title_key,"
+                " copies) VALUES (?, ?, ?, ?, ?, ?)",
+                odd,
+            )
+
+        await self.write(record)
 
     async def recent_plays(self, limit: int = 20) -> list[Play]:
         async with self.db.execute(
