@@ -1,7 +1,7 @@
 """The loopback Last.fm fake in a process of its own, so that serving it costs the
 measured event loop nothing: prints its URL, serves until its standard input closes.
 
-    python -m benchmarks.lastfm_server PLAYS
+    python -m benchmarks.lastfm_server PLAYS [LATENCY]
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ API_KEY = "bench-api-key-0000"
 NEWEST = 1_700_000_000
 
 
-async def serve(plays: int) -> None:
-    fake = FakeLastfm(user=USER, api_key=API_KEY, plays=plays, newest=NEWEST)
+async def serve(plays: int, latency: float = 0.0) -> None:
+    # A long history must not cost memory per request: requests are not recorded.
+    fake = FakeLastfm(user=USER, api_key=API_KEY, plays=plays, newest=NEWEST, latency=latency,
+                      record_requests=False)
     await fake.start()
     print(fake.url, flush=True)
     loop = asyncio.get_running_loop()
@@ -31,10 +33,10 @@ async def serve(plays: int) -> None:
 
 
 @contextmanager
-def lastfm_server(plays: int) -> Iterator[str]:
-    """Run the fake with `plays` plays in a child process; yields its URL."""
+def lastfm_server(plays: int, latency: float = 0.0) -> Iterator[str]:
+    """Run the fake with `plays` plays (answering `latency` s late) in a child process; yields its URL."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.lastfm_server", str(plays)],
+        [sys.executable, "-m", "benchmarks.lastfm_server", str(plays), str(latency)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
@@ -52,4 +54,4 @@ def lastfm_server(plays: int) -> Iterator[str]:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1])))
+    asyncio.run(serve(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))

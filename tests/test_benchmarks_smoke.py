@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "roon", "lag", "probes", "life", "memory", "kill9")
+BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "lag", "probes", "life", "memory", "kill9")
 
 
 def test_every_benchmark_runs_in_quick_mode(tmp_path):
@@ -42,6 +42,10 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path):
     assert alive["met"], "a dashboard that lost its terminal runs on"
     ingest = next(f for f in figures if f["name"].startswith("backfill ingest"))
     assert ingest["value"]["median"] > ingest["baseline"]["median"], "batched beats one commit per row"
+    pace = next(f for f in figures if f["benchmark"] == "backfill_pace")
+    assert pace["value"]["median"] > pace["baseline"]["median"], "the bucket beats a fixed 2 s per page"
+    catchup = next(f for f in figures if f["name"].startswith("tracker catch-up"))
+    assert "succeeded" in catchup["notes"], catchup["notes"]
     soak = next(f for f in figures if f["name"].startswith("kill -9 soak"))
     assert soak["value"]["max"] == 0 and soak["extra"]["corrupt"] == 0, soak["extra"]["failures"]
     assert soak["extra"]["acknowledged"] > soak["extra"]["kills"]

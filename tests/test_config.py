@@ -57,6 +57,14 @@ def test_environment_beats_the_file(tmp_path):
     assert config.first_launch_defaults()["scheduler"] == (False, "MASSIVE")
 
 
+def test_the_request_rate_and_backfill_spacing(tmp_path):
+    defaults = load_config(config_path=tmp_path / "missing.toml", data_dir=tmp_path, env={})
+    assert (defaults.lastfm.rate, defaults.scheduler.backfill_interval) == (1.0, None)
+    path = write(tmp_path / "c.toml", "[lastfm]\nrate = 5\n[scheduler]\nbackfill_interval = 0.2\n")
+    config = load_config(config_path=path, data_dir=tmp_path, env={})
+    assert (config.lastfm.rate, config.scheduler.backfill_interval) == (5.0, 0.2)
+
+
 def test_the_demo_gets_its_own_data_dir(tmp_path):
     config = load_config(config_path=tmp_path / "none.toml", env={}, demo=True)
     assert config.data_dir.name == "demo"
@@ -72,6 +80,10 @@ def test_the_demo_gets_its_own_data_dir(tmp_path):
         ("lastfm = 3\n", {}, "[lastfm] must be a table"),
         ("", {"AIME_ENABLE_SCHEDULER": "perhaps"}, "AIME_ENABLE_SCHEDULER: expected true or false"),
         ("", {"AIME_RESTORE_TIMEOUT": "soon"}, "AIME_RESTORE_TIMEOUT: expected a number from 0.1 to 300 s"),
+        ("[lastfm]\nrate = 6\n", {}, "[lastfm] rate: expected a number from 0.01 to 5 requests a second, got 6"),
+        ("[lastfm]\nrate = 0\n", {}, "[lastfm] rate: expected a number from 0.01 to 5 requests a second"),
+        ("[scheduler]\nbackfill_interval = 0.1\n", {},
+         "[scheduler] backfill_interval: expected a number from 0.2 to 3600 s, got 0.1"),
     ],
 )
 def test_bad_values_name_where_they_came_from(tmp_path, text, env, message):

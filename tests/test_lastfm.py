@@ -1046,3 +1046,21 @@ async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path):
         assert names == {"lastfm:bars", "backfill:lastfm:bars"}
     finally:
         await store.close()
+
+
+async def test_the_dashboard_shows_the_catch_up_progress(fake, store):
+    from aime_tui.ui.cells import detail_text
+
+    tracker = LastfmTracker(tracker_config(fake), store)
+    await tracker.start()
+    await tracker.stop()
+    fake.add_plays(1000)
+    fake.inject("slow", delay=0)  # the newest page answers
+    fake.inject("hang")  # the gap's first page does not: the gap stays to fetch
+    await tracker.start()
+    try:
+        view = ServiceView(name="tracker", state=RunState.RUNNING, wanted=True, mode=None, reason=None,
+                           retry_in=None, restarts=0, status=tracker.status())
+        assert "catching up: 802 plays to fetch" in detail_text(view).split(" · ")
+    finally:
+        await tracker.stop()

@@ -34,9 +34,9 @@ def config_notice(event, path) -> bool:
 
 def write_config(path, lastfm: FakeLastfm, *, key: str = "") -> None:
     path.write_text(
-        f'[lastfm]\napi_url = "{lastfm.url}"\nuser = "{lastfm.user}"\n'
+        f'[lastfm]\napi_url = "{lastfm.url}"\nuser = "{lastfm.user}"\nrate = 5\n'
         + (f'api_key = "{key}"\n' if key else "")
-        + '[roon]\nenabled = false\n[scheduler]\nmode = "MASSIVE"\nbackfill_interval = 0.05\n'
+        + '[roon]\nenabled = false\n[scheduler]\nmode = "MASSIVE"\nbackfill_interval = 0.2\n'
     )
 
 

@@ -573,3 +573,116 @@ async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_r
     assert len(runs) == 1
     assert "missed" not in caplog.text
     assert 0 < (next_run - datetime.now(timezone.utc)).total_seconds() <= 60
+
+
+# -- history exactness -----------------------------------------------------------------
+
+
+def stored_keys(store) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(store.path) as db:
+        return sorted(db.execute("SELECT played_at, artist_key, title_key FROM plays"))
+
+
+def served_keys(fake: FakeLastfm) -> list[tuple[int, str, str]]:
+    """The fake's history as the store keys it: an identical same-second duplicate is one play."""
+    from aime_tui.store.database import normalise
+
+    return sorted({(p.played_at, normalise(p.artist), normalise(p.title)) for p in fake.history})
+
+
+async def test_late_scrobbles_inside_the_window_during_a_backfill_are_all_stored(store, tmp_path):
+    # With every other page, a play lands somewhere in the whole history, pages already
+    # read included, as offline scrobbles synced late do (all while the backfill pages).
+    fake = FakeLastfm(plays=1000, newest=NEWEST, late_every=2, late_window=1000 * 180, late_limit=3)
+    await fake.start()
+    try:
+        scheduler = make_scheduler(fake, store, tmp_path)
+        await scheduler.start()
+        await until(lambda: scheduler.status()["backfill_reconciled"])
+        await scheduler.stop()
+    finally:
+        await fake.stop()
+    assert len(fake.late_plays) == 3
+    assert stored_keys(store) == served_keys(fake)
+    assert len(stored_keys(store)) == len(fake.history)
+
+
+async def test_a_spurious_error_6_during_the_backfill_costs_nothing(lastfm, store, tmp_path):
+    faults = []
+    scheduler = make_scheduler(lastfm, store, tmp_path)
+    scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
+    let_through(lastfm, 3)
+    lastfm.inject("error", code=6, message="User not found", status=404)
+    await scheduler.start()
+    await until(lambda: scheduler.status()["backfill_reconciled"])
+    await scheduler.stop()
+    assert faults == []
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+
+
+async def test_error_6_that_repeats_needs_attention_with_the_reason(lastfm, store, tmp_path):
+    faults = []
+    scheduler = make_scheduler(lastfm, store, tmp_path)
+    scheduler.set_fault_handler(lambda service, exc: faults.append(exc))
+    let_through(lastfm, 2)
+    lastfm.inject("error", times=2, code=6, message="User not found", status=404)
+    await scheduler.start()
+    await until(lambda: faults)
+    await scheduler.stop()
+    [fault] = faults
+    assert isinstance(fault, NeedsAttention) and "check lastfm.user" in str(fault)
+
+
+async def test_reconciliation_fetches_again_the_window_where_a_late_play_landed(lastfm, store, tmp_path):
+    tracker = LastfmTracker(lastfm_config(lastfm), store)
+    await tracker.start()  # the newest 200 plays: ten hours, all inside the last 14 days
+    await tracker.stop()
+    late = lastfm.insert_play(NEWEST - 3 * 3600 + 7)  # synced late, three hours back
+    scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=tracker.poll_once)
+    await scheduler.start()
+    try:
+        asked = len(lastfm.requests)
+        run_now(scheduler, "reconcile")
+        await until(lambda: "reconcile" in scheduler._last_runs)
+        requests = lastfm.requests[asked:]
+        assert requests[0]["limit"] == "1"  # the count first: it differs by one
+        assert late.played_at in stored_times(store)
+        assert scheduler.status()["tracks_found"] == 1
+        with sqlite3.connect(store.path) as db:
+            [(stored,)] = db.execute("SELECT COUNT(*) FROM plays WHERE played_at >= ?",
+                                     (NEWEST - 14 * 86400,)).fetchall()
+        assert stored == 201
+
+        # Next time the counts agree: one request, nothing fetched again.
+        asked = len(lastfm.requests)
+        last = scheduler._last_runs["reconcile"]
+        run_now(scheduler, "reconcile")
+        await until(lambda: scheduler._last_runs["reconcile"] > last)
+        assert len(lastfm.requests) == asked + 1
+    finally:
+        await scheduler.stop()
+
+
+async def test_an_identical_same_second_duplicate_is_stored_once_and_reconciles_once(store, tmp_path):
+    fake = FakeLastfm(plays=600, newest=NEWEST)
+    twin = fake.history[250]
+    fake.insert_play(twin.played_at, like=twin)  # Last.fm serves it twice
+    await fake.start()
+    try:
+        scheduler = make_scheduler(fake, store, tmp_path)
+        await scheduler.start()
+        await until(lambda: scheduler.status()["backfill_reconciled"])
+        # The range's count (601) differs from the 600 stored plays once: that window is
+        # fetched again, and the store learns that this play is served twice.
+        assert stored_keys(store) == served_keys(fake) and len(stored_keys(store)) == 600
+        assert await store.count_served("lastfm", fake.user, 0, NEWEST + 1) == 601
+
+        tracker = LastfmTracker(lastfm_config(fake), store)
+        await tracker.poll_once()  # gives the trailing window its upper bound
+        asked = len(fake.requests)
+        run_now(scheduler, "reconcile")
+        await until(lambda: "reconcile" in scheduler._last_runs)
+        assert len(fake.requests) == asked + 1, "the duplicate no longer makes the window differ"
+        await scheduler.stop()
+    finally:
+        await fake.stop()

@@ -22,6 +22,8 @@ DEMO_PLAYS = 3000
 DEMO_POLL_INTERVAL = 15.0
 DEMO_NEW_PLAY_EVERY = 20.0
 DEMO_BACKFILL_INTERVAL = 1.0
+#: Requests a second to the demo's Last.fm: the most the real one allows.
+DEMO_RATE = 5.0
 DEMO_CATCHUP_INTERVAL = 60.0
 
 
@@ -54,6 +56,7 @@ class DemoEnvironment:
                 user=DEMO_USER,
                 interval=DEMO_POLL_INTERVAL,
                 enabled=True,
+                rate=DEMO_RATE,
             ),
             roon=replace(
                 config.roon, host="", enabled=True, discovery=(("127.0.0.1", self.sood.port),)

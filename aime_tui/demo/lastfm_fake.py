@@ -84,7 +84,7 @@ class FakeLastfm:
     public so that tests can compare exactly; `add_plays` scrobbles new ones,
     `insert_play` one at any moment (a late scrobble), and `late_every` makes every
     n-th request first insert a late play somewhere in the `late_window` seconds below
-    the newest. `latency` delays every answer.
+    the newest (`late_limit` of them at most). `latency` delays every answer.
     """
 
     def __init__(
@@ -101,11 +101,13 @@ class FakeLastfm:
         latency: float = 0.0,
         late_every: int | None = None,
         late_window: int = 14 * 24 * 3600,
+        late_limit: int | None = None,
     ) -> None:
         self.user = user
         self.latency = latency
         self.late_every = late_every
         self.late_window = late_window
+        self.late_limit = late_limit
         self.late_plays: list[Play] = []
         self.api_key = api_key
         self.spacing = spacing
@@ -114,6 +116,7 @@ class FakeLastfm:
         # Tests compare requests exactly; a long-running demo must not keep them all.
         self.record_requests = record_requests
         self.requests: list[dict] = []
+        self.requests_seen = 0
         self._random = random.Random(seed)
         newest = int(time.time()) if newest is None else newest
         self.history: list[Play] = [
@@ -264,9 +267,11 @@ class FakeLastfm:
         """Send one response; False when the connection must be closed instead."""
         target = urlsplit(request.target.decode("ascii", "replace"))
         params = dict(parse_qsl(target.query, keep_blank_values=True))
+        self.requests_seen += 1
         if self.record_requests:
             self.requests.append(params)
-        if self.late_every and len(self.requests) % self.late_every == 0:
+        if (self.late_every and self.requests_seen % self.late_every == 0
+                and (self.late_limit is None or len(self.late_plays) < self.late_limit)):
             self._scrobble_late()
         if self.latency:
             with contextlib.suppress(TimeoutError):

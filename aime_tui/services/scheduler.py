@@ -313,14 +313,18 @@ class CollectionScheduler(Service):
         await self._ran("catchup")
 
     async def _reconcile_recent(self) -> None:
-        """Fetch again what differs in the trailing 14 days below the tracker's cursor."""
+        """Fetch again what differs in the trailing 14 days below the tracker's cursor (and
+        above the oldest play stored: older history is the backfill's)."""
         client = self._client
         newest = await self.store.get_cursor(f"lastfm:{self.lastfm.user.lower()}")
-        if client is None or newest is None:
+        oldest = await self.store.oldest_play("lastfm", self.lastfm.user)
+        if client is None or newest is None or oldest is None:
             return  # nothing stored yet
         until = int(newest)
         try:
-            fetched = await reconcile(client, self.store, until - LATE_WINDOW, until, self._credit)
+            fetched = await reconcile(
+                client, self.store, max(until - LATE_WINDOW, oldest), until, self._credit
+            )
         except Exception as exc:
             self.last_error = str(classify(exc)) or type(exc).__name__
             log.warning("scheduler: reconciliation failed, next one as scheduled: %s", self.last_error)

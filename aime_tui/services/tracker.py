@@ -141,8 +141,8 @@ class LastfmTracker(Service):
     async def _poll_loop(self) -> None:
         # A classified failure escapes to the supervisor.
         while True:
-            while self._gaps:
-                await self._step(self._sweep_gap, self._credit)
+            if self._gaps:
+                await self._step(self._sweep_gaps, self._credit)
             await asyncio.sleep(self._config.interval)
             await self._step(self._poll_newest, self._credit)
 
@@ -157,8 +157,8 @@ class LastfmTracker(Service):
         """
         credit = credit or self._credit
         added = await self._step(self._poll_newest, credit)
-        while self._gaps:
-            added += await self._step(self._sweep_gap, credit)
+        if self._gaps:
+            added += await self._step(self._sweep_gaps, credit)
         return added
 
     async def _step(self, work: Callable[..., Any], credit: Callable[[int], None]) -> int:
@@ -212,14 +212,31 @@ class LastfmTracker(Service):
         credit(added)
         return added
 
-    async def _sweep_gap(self, client: LastfmClient, credit: Callable[[int], None]) -> int:
-        """Store the newest page still missing in the newest gap."""
-        if not self._gaps:
-            return 0
-        plays, rest, page = await sweep_step(client, self._gaps[0])
-        await self._adopt(page.user)
-        self._gaps = ([rest] if rest is not None else []) + self._gaps[1:]
-        added = await self._store.insert_plays(plays, cursors=[(self.gaps_name, self._dump_gaps())])
+    async def _sweep_gaps(self, client: LastfmClient, credit: Callable[[int], None]) -> int:
+        """Store the gaps' pages, newest first, until none is left.
+
+        Each page is stored with the gaps left after it, while the next is fetched: its
+        bounds come from the page itself, so fetching need not wait for the commit, and
+        the commits keep their order (the store's write lock is first come, first served).
+        """
+        added = 0
+        storing: asyncio.Task | None = None
+        try:
+            while self._gaps:
+                plays, rest, page = await sweep_step(client, self._gaps[0])
+                await self._adopt(page.user)
+                self._gaps = ([rest] if rest is not None else []) + self._gaps[1:]
+                if storing is not None:
+                    added += await storing
+                storing = asyncio.ensure_future(self._store_swept(plays, self._dump_gaps(), credit))
+        finally:
+            # A fault or a stop while fetching: what was fetched before it is stored.
+            if storing is not None:
+                added += await storing
+        return added
+
+    async def _store_swept(self, plays, gaps: str | None, credit: Callable[[int], None]) -> int:
+        added = await self._store.insert_plays(plays, cursors=[(self.gaps_name, gaps)])
         credit(added)
         return added
 

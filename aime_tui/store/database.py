@@ -815,6 +815,14 @@ class Store:
         changed, self._totals = await self.write(adopt)
         return changed
 
+    async def oldest_play(self, source: str, account: str) -> int | None:
+        """When the oldest stored play of the account (any case) was played, if any."""
+        [(oldest,)] = await self.db.execute_fetchall(
+            "SELECT min(played_at) FROM plays WHERE source = ? AND lower(account) = lower(?)",
+            (source, account),
+        )
+        return oldest
+
     async def count_served(self, source: str, account: str, since: int, until: int) -> int:
         """How many plays the source serves for `since` <= played_at < `until`, as far as
         the store knows: the stored plays, with those it serves other than once counted

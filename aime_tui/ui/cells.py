@@ -76,6 +76,8 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
     facts = [f"{view.name} {view.state.value}"]
     if view.name == "tracker" and status.get("account"):
         facts.append(f"account {status['account']}, polls every {status.get('interval', 0):.0f} s")
+    if view.name == "tracker" and status.get("catching_up"):
+        facts.append(f"catching up: {status['catching_up']:,} plays to fetch")
     if view.name == "roon_tracker" and status.get("core"):
         facts.append(f"core {status['core']}, {status.get('zones', 0)} zones")
     if view.name == "scheduler":
