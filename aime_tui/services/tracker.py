@@ -64,6 +64,8 @@ class LastfmTracker(Service):
         self._now_playing: str | None = None
         #: Sweeps still to fetch below the cursor, newest first (persisted with each page).
         self._gaps: list[Sweep] = []
+        #: The gaps as last committed (what is really still missing from the store).
+        self._committed_gaps: list[Sweep] = []
         #: The account as Last.fm spells it, once it has answered.
         self._account: str | None = None
 
@@ -81,9 +83,9 @@ class LastfmTracker(Service):
     @property
     def catching_up(self) -> int | None:
         """Plays Last.fm last said were still to fetch in the gaps; None when there are none."""
-        if not self._gaps:
+        if not self._committed_gaps:
             return None
-        return sum(gap.remaining or 0 for gap in self._gaps)
+        return sum(gap.remaining or 0 for gap in self._committed_gaps)
 
     def _check_config(self) -> None:
         missing = self._config.missing()
@@ -185,6 +187,7 @@ class LastfmTracker(Service):
         value = await self._store.get_cursor(self.cursor_name)
         gaps = await self._store.get_cursor(self.gaps_name)
         self._gaps = [Sweep.load(gap) for gap in json.loads(gaps)] if gaps else []
+        self._committed_gaps = list(self._gaps)
         if value is not None:
             client.answered = True  # its history is here: it has answered before
         return int(value) if value is not None else None
@@ -205,10 +208,11 @@ class LastfmTracker(Service):
             return 0  # nothing new
         if rest is not None:
             self._gaps.insert(0, rest)
-        cursors = [(self.gaps_name, self._dump_gaps())]
+        cursors = [(self.gaps_name, _dump(self._gaps))]
         if newest is not None:
             cursors.append((self.cursor_name, str(newest)))
         added = await self._store.insert_plays(plays, cursors=cursors)
+        self._committed_gaps = list(self._gaps)
         credit(added)
         return added
 
@@ -228,20 +232,18 @@ class LastfmTracker(Service):
                 self._gaps = ([rest] if rest is not None else []) + self._gaps[1:]
                 if storing is not None:
                     added += await storing
-                storing = asyncio.ensure_future(self._store_swept(plays, self._dump_gaps(), credit))
+                storing = asyncio.ensure_future(self._store_swept(plays, list(self._gaps), credit))
         finally:
             # A fault or a stop while fetching: what was fetched before it is stored.
             if storing is not None:
                 added += await storing
         return added
 
-    async def _store_swept(self, plays, gaps: str | None, credit: Callable[[int], None]) -> int:
-        added = await self._store.insert_plays(plays, cursors=[(self.gaps_name, gaps)])
+    async def _store_swept(self, plays, gaps: list[Sweep], credit: Callable[[int], None]) -> int:
+        added = await self._store.insert_plays(plays, cursors=[(self.gaps_name, _dump(gaps))])
+        self._committed_gaps = gaps
         credit(added)
         return added
-
-    def _dump_gaps(self) -> str | None:
-        return json.dumps([gap.dump() for gap in self._gaps]) if self._gaps else None
 
     async def _adopt(self, account: str) -> None:
         """Plays stored under another case of the account take Last.fm's spelling."""
@@ -251,3 +253,7 @@ class LastfmTracker(Service):
 
     def _credit(self, added: int) -> None:
         self._tracks_found += added
+
+
+def _dump(gaps: list[Sweep]) -> str | None:
+    return json.dumps([gap.dump() for gap in gaps]) if gaps else None
