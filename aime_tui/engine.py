@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long closing waits for the HTTP probes to finish loading (then closes them).
+PROBES_START_TIMEOUT = 5.0
+
 
 class Engine(EngineHost):
     def __init__(
@@ -172,9 +175,11 @@ class Engine(EngineHost):
         try:
             await server.start()
         except OSError as exc:
+            await server.close()
             self._notice(f"http {http.address} unavailable: {exc.strerror or exc}", logging.ERROR)
             return
         except ImportError as exc:
+            await server.close()
             self._notice(f"http {http.address} off: {exc} (pip install aiohttp prometheus-client)", logging.ERROR)
             return
         self.probes = server
@@ -286,8 +291,10 @@ class Engine(EngineHost):
             task.cancel()
         self._background = []
         if self._probes_starting is not None:
+            # Let a server still loading finish and be closed below: cancelled halfway, its
+            # thread would go on to listen with nobody left to stop it.
+            await asyncio.wait({self._probes_starting}, timeout=PROBES_START_TIMEOUT)
             self._probes_starting.cancel()
-            await asyncio.gather(self._probes_starting, return_exceptions=True)
             self._probes_starting = None
         if self.probes is not None:
             await self.probes.close()

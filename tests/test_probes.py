@@ -207,3 +207,21 @@ def test_a_headless_instance_serves_the_probes_until_sigterm(tmp_path):
         assert process.wait(timeout=15) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+
+
+async def test_closing_while_the_server_still_loads_leaves_the_port_free(config):
+    from scripted import scripted_engine
+
+    port = free_port()
+    engine, _ = scripted_engine(config.with_overrides(http=HttpConfig("127.0.0.1", port)))
+    import threading
+
+    await engine.open()
+    await wait_until(lambda: [t for t in threading.enumerate() if t.name == "probes"], what="the server loading")
+    await engine.close()  # the server is still loading (importing aiohttp takes a while)
+    await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "probes"], timeout=3,
+                     what="the server's thread to end")
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # nobody listens there any more
+        again.listen()
