@@ -37,6 +37,12 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def countdown(seconds: float) -> str:
+    """A wait still to run, rounded up as the state badge rounds it: 4.5 s left reads
+    "5 s" beside "backoff 5s", never less than is left."""
+    return duration(math.ceil(seconds))
+
+
 def optional_duration(seconds: float | None) -> str:
     return NONE if seconds is None else duration(seconds)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from aime_tui.core.model import RunState
-from aime_tui.format import state_badge, stamp, track_position, when
+from aime_tui.format import countdown, state_badge, stamp, track_position, when
 
 NOON = datetime(2026, 11, 23, 12, 0, 0).timestamp()
 
@@ -30,3 +30,10 @@ def test_every_state_has_a_symbol_and_a_word_and_a_backoff_never_says_0s():
     }
     assert state_badge(RunState.BACKOFF, 0.2) == "◌ backoff 1s"
     assert state_badge("backoff", 12.0) == "◌ backoff 12s"  # a wire view's state reads the same
+
+
+def test_a_countdown_rounds_up_as_the_badge_does():
+    """The detail line's "retrying in" and the table's badge stand side by side."""
+    for left in (0.2, 4.5, 30.0, 58.1):
+        assert state_badge("backoff", left) == f"◌ backoff {countdown(left).replace(' s', 's')}"
+    assert countdown(4.5) == "5 s" and countdown(60.4) == "1 min 01 s"

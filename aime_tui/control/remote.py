@@ -47,9 +47,10 @@ REATTACH_EVERY = 1.0
 
 
 class RemoteSupervisor(ServiceControl):
-    def __init__(self, path: Path, bus: EventBus | None = None) -> None:
+    def __init__(self, path: Path, bus: EventBus | None = None, *, wall=time.time) -> None:
         self.path = path
         self.bus = EventBus() if bus is None else bus
+        self._wall = wall  # stamps what this side says in the log
         self._views: dict[str, ServiceView] = {}
         self._tasks: list[asyncio.Task] = []
         self._writer: asyncio.StreamWriter | None = None
@@ -227,7 +228,7 @@ class RemoteSupervisor(ServiceControl):
     # -- saying what goes wrong, once ------------------------------------------------------
 
     def _say(self, text: str, level: int = logging.INFO) -> None:
-        self._emit(LogEvent(text, level, at=time.time()))
+        self._emit(LogEvent(text, level, at=self._wall()))
 
     def _trouble_begins(self, kind: str, text: str, level: int) -> None:
         """Say what is wrong unless the log already says so, or says something worse:
@@ -334,14 +335,15 @@ def _describe(exc: BaseException) -> str:
 class RemoteEngine(EngineHost):
     """The engine's face for the dashboard, backed by another process's engine."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, wall=time.time) -> None:
         self.config = config
         self.bus = EventBus()
+        self._wall = wall
         self.demo = None  # the demo's fakes live in the other process
         self.supervisor: RemoteSupervisor | None = None
 
     async def open(self) -> RemoteSupervisor:
-        supervisor = RemoteSupervisor(self.config.data_dir / SOCKET_FILE, self.bus)
+        supervisor = RemoteSupervisor(self.config.data_dir / SOCKET_FILE, self.bus, wall=self._wall)
         try:
             await supervisor.connect()
         except (OSError, asyncio.TimeoutError, ValueError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.text import Text
 
 from aime_tui.core.model import RunState, ServiceView
-from aime_tui.format import STATE_COLOUR, duration, state_badge, track_position, when
+from aime_tui.format import STATE_COLOUR, countdown, duration, state_badge, track_position, when
 
 # (key, label, width): fixed widths, so a longer state never truncates or reflows the table.
 COLUMNS = (
@@ -71,7 +71,7 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
         # A service that stays up meanwhile says so in its own words (see Service.report_attention).
         return f"{view.name} needs attention: {view.reason}"
     if view.state is RunState.BACKOFF:
-        retry = duration(view.retry_in or 0)
+        retry = countdown(view.retry_in or 0)
         return f"{view.name}: {view.reason} — retrying in {retry} (r retries now)"
     facts = [f"{view.name} {view.state.value}"]
     if view.name == "tracker" and status.get("account"):
