@@ -37,7 +37,9 @@ def metrics(text: str) -> dict[tuple[str, tuple], float]:
 @pytest.fixture
 async def demo(config):
     port = free_port()
-    engine = Engine(config.with_overrides(demo=True, demo_faults=True, http=HttpConfig("127.0.0.1", port)))
+    # Jitter pinned high: Roon's retry comes 4.5 s after its failure, time enough to see
+    # the failure over HTTP before it recovers.
+    engine = Engine(config.with_overrides(demo=True, demo_faults=True, http=HttpConfig("127.0.0.1", port)), rng=lambda: 0.9)
     supervisor = await engine.open()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         yield engine, supervisor, http
