@@ -281,7 +281,8 @@ class LastfmClient:
     ) -> RecentTracksPage:
         """One page, newest first, of the plays with `from_ts` <= played_at < `to_ts`."""
         previous: LastfmError | None = None
-        for attempt in range(self.tries):
+        attempt = 0
+        while True:
             await self.bucket.acquire()
             try:
                 answer = await self._request(page=page, limit=limit, from_ts=from_ts, to_ts=to_ts)
@@ -289,16 +290,16 @@ class LastfmClient:
                 if exc.code == RATE_LIMITED or exc.status == 429:
                     wait = exc.retry_after if exc.retry_after is not None else MIN_RATE_LIMIT_WAIT
                     self.bucket.hold(wait)
-                if attempt + 1 >= self.tries or not _retried_in_place(exc, self.answered, previous):
+                attempt += 1
+                if attempt >= self.tries or not _retried_in_place(exc, self.answered, previous):
                     raise
                 previous = exc
-                wait = self.retry_wait * (2 ** attempt) * random.uniform(0.5, 1.5)
+                wait = self.retry_wait * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 log.info("Last.fm request failed (%s); trying again in %.1f s", exc, wait)
                 await asyncio.sleep(wait)
             else:
                 self.answered = True
                 return answer
-        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _request(
         self, *, page: int, limit: int, from_ts: int | None, to_ts: int | None
