@@ -66,8 +66,8 @@ async def webhook():
 async def watched(config, webhook):
     """A real engine (store, supervisor) of scripted services, and a notifier on it."""
 
-    async def make(after=30.0, **behaviour):
-        engine, services = scripted_engine(config, engine={"rng": lambda: 0.0}, **behaviour)
+    async def make(after=30.0, rng=0.0, **behaviour):
+        engine, services = scripted_engine(config, engine={"rng": lambda: rng}, **behaviour)
         supervisor = await engine.open()
         notifier = Notifier(supervisor, [webhook.url], after=after, title="aime-tui test", **QUICK)
         notifier.start()
@@ -138,7 +138,8 @@ async def test_an_up_service_waiting_on_the_user_is_told_once_and_its_resolution
 
 
 async def test_a_long_backoff_is_told_after_the_delay_and_its_recovery(config, webhook, watched):
-    supervisor, services, notifier = await watched(after=0.3)
+    # rng 0.01: retries every 50 ms, then 100, 200 … (full jitter at 1%): failing, not spinning.
+    supervisor, services, notifier = await watched(after=0.3, rng=0.01)
     await supervisor.restore("launch")
     scheduler = services["scheduler"]
     scheduler.failures = [OSError("Last.fm unreachable")] * 1000  # every retry fails
@@ -151,6 +152,7 @@ async def test_a_long_backoff_is_told_after_the_delay_and_its_recovery(config, w
     ), body
     await quiet(webhook, notifier, 0.4)  # still failing: not told again
     scheduler.failures = []
+    await supervisor.retry_now("scheduler")  # rather than wait out the grown backoff
     await wait_until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, what="the scheduler back")
     await wait_until(lambda: len(webhook.messages) == 2, what="the recovery")
     assert webhook.bodies()[1].startswith("scheduler recovered: running again after ")
@@ -185,7 +187,7 @@ async def test_a_flapping_service_is_one_message_and_one_recovery(watched, webho
 
 
 async def test_a_user_stop_ends_the_problem_without_a_message(watched, webhook):
-    supervisor, services, notifier = await watched(after=0.3)
+    supervisor, services, notifier = await watched(after=0.3, rng=0.01)
     await supervisor.restore("launch")
     services["scheduler"].failures = [OSError("down")] * 1000
     services["scheduler"].break_now(OSError("down"))
