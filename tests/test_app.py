@@ -53,16 +53,16 @@ async def test_launch_restores_and_shows_the_summary(config):
 
 
 async def test_the_collector_paused_for_launch_is_back_on_and_startup_objects_frozen(config):
-    """The launcher pauses the garbage collector while importing; the app must turn it
-    back on once painted, and freeze what startup built once the summary is shown."""
+    """The launcher pauses the garbage collector for the imports and the launch; the app
+    must turn it back on once the summary is shown, with what startup built frozen."""
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
     gc.disable()
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, gc.isenabled)
             await wait_until(pilot, lambda: app.last_summary is not None)
             await wait_until(pilot, lambda: gc.get_freeze_count() > 0)
+            assert gc.isenabled()
         assert gc.get_freeze_count() == 0, "quitting unfreezes"
     finally:
         gc.enable()

@@ -119,7 +119,7 @@ def run_dashboard(config: "Config", lock: "InstanceLock", *, come_back: str) -> 
     handoff = fork_host(lock)
     # Importing Textual and the engine builds tens of thousands of objects that all live
     # as long as the app; the collector's passes over them as they appear cost ~50 ms.
-    # The app turns the collector back on once its first frame is painted.
+    # The app turns the collector back on once the launch restoration has been shown.
     gc.disable()
     return asyncio.run(_host(config, handoff, come_back))
 

@@ -57,6 +57,7 @@ def _refusals() -> tuple[type[Exception], ...]:
 def _freeze_long_lived() -> None:
     gc.collect()  # garbage first, or it would be kept forever
     gc.freeze()
+    gc.enable()
 
 
 def _terminal_attached() -> bool:
@@ -147,8 +148,6 @@ class AimeApp(App):
         # After the first frame: the engine's imports and opening cost more than the
         # whole paint. Not a worker: it goes on if the app ends and leaves the engine.
         self.call_after_refresh(self.begin_engine)
-        # The launcher pauses the collector while importing (see cli/dashboard.py).
-        self.call_after_refresh(gc.enable)
 
     def get_driver_class(self):
         driver = super().get_driver_class()
@@ -173,6 +172,7 @@ class AimeApp(App):
             # Opening may wait for a locked database: keep the UI (and q) alive meanwhile.
             supervisor = await self.engine.open()
         except (StoreError, OSError) as exc:
+            gc.enable()
             self.engine_error = exc
             self._engine_ready.set()
             self.exit(return_code=2, message=f"aime-tui: {exc}")
@@ -185,13 +185,18 @@ class AimeApp(App):
         self._engine_ready.set()
         self._pending_log.append(LogEvent(f"data in {self.engine.config.data_dir}", at=self._now()))
         # Restoration runs beside the UI: keys work while services are still starting.
-        await self.engine.launch()
-        # What is alive now (modules, widgets, the engine) lives as long as the app, and
-        # moving it out of the collector's view halves the worst full-collection pauses
-        # once the log holds thousands of lines. Not at once: the collection holds the
-        # interpreter ~40 ms, and the summary must reach the terminal first.
-        if self.is_running:
-            self.set_timer(FREEZE_AFTER, _freeze_long_lived)
+        try:
+            await self.engine.launch()
+        finally:
+            # The launcher paused the collector (cli/dashboard.py) for the imports and the
+            # objects of the launch. What is alive now lives as long as the app, and moving
+            # it out of the collector's view halves the worst full-collection pauses once
+            # the log holds thousands of lines. Not at once: the collection holds the
+            # interpreter ~40 ms, and the summary must reach the terminal first.
+            if self.is_running:
+                self.set_timer(FREEZE_AFTER, _freeze_long_lived)
+            else:
+                gc.enable()
 
     async def _supervisor_ready(self) -> ServiceControl | None:
         """The supervisor, once the engine is open: a key pressed before waits for it."""
