@@ -82,8 +82,9 @@ class AimeApp(App):
         Binding("r", "retry", "retry"),
         Binding("h", "history", "history"),
         Binding("question_mark", "show_help_panel", "help", show=False),
-        Binding("d", "detach", "detach", tooltip="Close the window; the services keep running"),
+        # q before d: where the footer is too narrow for both, it shows which q this is.
         Binding("q", "quit", "quit", tooltip="Stop the services and quit (what they want is kept)"),
+        Binding("d", "detach", "detach", tooltip="Close the window; the services keep running"),
     ]
 
     def __init__(
@@ -126,7 +127,7 @@ class AimeApp(App):
         yield NowPlaying(id="now-playing")
         yield SummaryLine(id="summary")
         yield LogView(id="log")
-        yield Footer()
+        yield Footer(compact=True)  # at 80 columns, which q this is still shows
 
     @property
     def table(self) -> ServicesTable:
