@@ -18,7 +18,7 @@ from aime_tui.control.client import ControlError, Unreachable, request
 from aime_tui.control.remote import RemoteEngine
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.store.database import Store
-from aime_tui.ui.app import AimeApp
+from aime_tui.ui.app import AimeApp, AttachedApp
 from aime_tui.ui.screens.history import HistoryScreen
 
 SIZE = (110, 30)
@@ -149,7 +149,7 @@ def test_an_attached_dashboard(snap_compare, frozen_instance):
     """The dashboard attached over the real control socket to an instance in another process."""
     wait_until_sync(lambda: restoration_said(frozen_instance), timeout=15, what="the instance's restoration")
     engine = RemoteEngine(frozen_config(), wall=lambda: FROZEN)
-    app = AimeApp(engine, now=lambda: FROZEN, subtitle=engine.subtitle)
+    app = AttachedApp(engine, now=lambda: FROZEN, subtitle=engine.subtitle)  # what `aime-tui` runs
 
     async def attached(pilot):
         await restored(pilot)
