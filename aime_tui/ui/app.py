@@ -69,7 +69,7 @@ def _terminal_attached() -> bool:
 
 class AimeApp(App):
     TITLE = "aime-tui"
-    CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss"]
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss", STYLES / "plays.tcss"]
     BINDINGS = [
         Binding("space", "toggle", "toggle"),
         Binding("s", "start", "start"),
@@ -80,6 +80,7 @@ class AimeApp(App):
         Binding("W", "slow_wake", "slow wake (demo)", show=False),
         Binding("m", "mode", "mode"),
         Binding("r", "retry", "retry"),
+        Binding("p", "plays", "plays"),
         Binding("h", "history", "history"),
         Binding("question_mark", "show_help_panel", "help", show=False),
         # q before d: where the footer is too narrow for both, it shows which q this is.
@@ -379,9 +380,19 @@ class AimeApp(App):
         history = sys.modules.get("aime_tui.ui.screens.history")
         return history is not None and isinstance(self.screen, history.HistoryScreen)
 
+    def action_plays(self) -> None:
+        from aime_tui.ui.screens.plays import PlaysScreen
+
+        if not isinstance(self.screen, PlaysScreen):
+            self.push_screen(PlaysScreen(self.engine.config.db_path, now=self._now))
+
+    def _on_plays_screen(self) -> bool:
+        plays = sys.modules.get("aime_tui.ui.screens.plays")
+        return plays is not None and isinstance(self.screen, plays.PlaysScreen)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Over the history screen, service keys would act on a table out of sight.
-        return not (self._on_history_screen() and action in SERVICE_ACTIONS)
+        # Over the history and plays screens, service keys would act on a table out of sight.
+        return not ((self._on_history_screen() or self._on_plays_screen()) and action in SERVICE_ACTIONS)
 
     async def action_slow_wake(self) -> None:
         if await self._supervisor_ready() and self.engine.demo is not None:
@@ -400,6 +411,7 @@ class AimeApp(App):
         yield SystemCommand("Cycle scheduler mode", "MAINTENANCE ↔ MASSIVE (saved)", self.action_mode)
         yield SystemCommand("Simulate wake", "Recover as after a sleep: stop and restore", self.action_wake)
         yield SystemCommand("History and availability", "Transitions, availability over 24 h and 7 d", self.action_history)
+        yield SystemCommand("Plays and stats", "The stored history: search, plays per day, top artists", self.action_plays)
         yield from self._leaving_commands()
 
     def _leaving_commands(self) -> Iterable[SystemCommand]:
