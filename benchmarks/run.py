@@ -26,7 +26,7 @@ from .common import Figure, Stats, machine_info
 from .context import Context
 
 #: Benchmark modules, in the order they run (the long soaks last).
-BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "lag", "probes", "life", "memory", "kill9")
+BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "history_data", "lag", "probes", "life", "memory", "kill9")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

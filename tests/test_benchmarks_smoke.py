@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "lag", "probes", "life", "memory", "kill9")
+BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "history_data", "lag", "probes", "life", "memory", "kill9")
 
 
 def test_every_benchmark_runs_in_quick_mode(tmp_path):

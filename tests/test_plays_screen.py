@@ -121,7 +121,7 @@ def test_plays_screen_snapshot(snap_compare, app):
 def test_plays_screen_search_snapshot(snap_compare, app):
     async def run_before(pilot):
         screen = await open_plays(pilot)
-        await pilot.press("slash", *"sigur")
+        await pilot.press("slash", *"sigur", "enter")  # enter: the result kept, the list focused
         await wait_until(lambda: screen._search == "sigur" and {screen.table.get_row_at(i)[2] for i in
                                  range(screen.table.row_count)} == {"Sigur Rós"}, timeout=5, what="the search")
         await pilot.pause(0.2)

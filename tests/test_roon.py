@@ -499,6 +499,9 @@ async def test_a_track_heard_to_the_end_is_stored_exactly_once(fast_core, store,
     assert play.album == "Untitled (Black Is)"
     assert abs(play.played_at - started) <= 6  # when the track started, in the tracker's clock
     assert tracker.status()["tracks_found"] >= 1
+    # Where it played and how long the track is, as the Core said.
+    async with store.db.execute("SELECT zone, length FROM plays WHERE title = 'Wildfires'") as cursor:
+        assert await cursor.fetchall() == [(ZONE, 40.0)]
 
 
 async def test_a_track_started_again_is_a_new_play(fast_core, store, tracker_for):

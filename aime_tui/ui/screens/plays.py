@@ -93,6 +93,9 @@ def top_table(top: dict[str, list[Ranked]]) -> Table:
     for label, _ in TOP_PERIODS:
         table.add_column(label, ratio=1, no_wrap=True, overflow="ellipsis")
     table.add_row(*(Text(label, style="bold") for label, _ in TOP_PERIODS))
+    # Counts right-aligned to the widest of their column, names after them.
+    widths = {period: max((len(f"{item.plays:,}") for item in top.get(period) or ()), default=0)
+              for _, period in TOP_PERIODS}
     for place in range(TOP_SHOWN):
         cells = []
         for _, period in TOP_PERIODS:
@@ -101,7 +104,8 @@ def top_table(top: dict[str, list[Ranked]]) -> Table:
                 cells.append(Text("…" if place == 0 else "", style="dim"))
             elif place < len(ranked):
                 item = ranked[place]
-                cells.append(Text.assemble((f"{item.plays:>6,} ", "dim"), _one_line(item.name)))
+                count = f"{item.plays:,}".rjust(widths[period])
+                cells.append(Text.assemble((f"{count} ", "dim"), _one_line(item.name)))
             else:
                 cells.append(Text("–" if place == 0 else "", style="dim"))
         table.add_row(*cells)
@@ -194,6 +198,10 @@ class PlaysScreen(Screen):
         if self._all_time_at is not None and time.monotonic() - self._all_time_at < ALL_TIME_EVERY:
             return
         self._all_time_at = time.monotonic()
+        # Not before the frame showing the rest is out: the all-time top reads every play.
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        await painted.wait()
         try:
             full = await asyncio.to_thread(_overview, self._db_path, self._now(), tuple(p for _, p in TOP_PERIODS))
         except Exception:
