@@ -1,6 +1,6 @@
 """Your data on a large history: export, stats, search and the plays screen's first paint.
 
-A history of 1,000,000 plays (50,000 with --quick) is generated into a real database
+A history of 1,000,000 plays (20,000 with --quick) is generated into a real database
 through the store's schema (every index and trigger), over ten years up to now. Then:
 
 - `export --format ndjson` of everything, in a child process writing to a file: plays/s
@@ -126,7 +126,7 @@ async def _first_paint(data_dir: Path, runs: int) -> list[float]:
 
 
 def run(ctx: Context) -> list[Figure]:
-    size = ctx.pick(1_000_000, 50_000)
+    size = ctx.pick(1_000_000, 20_000)
     runs = ctx.runs(9, 2)
     with scratch_dir(ctx.tmp_root, "history") as directory:
         db_path = directory / "aime.db"
@@ -163,23 +163,23 @@ def run(ctx: Context) -> list[Figure]:
     worst_search = [max(pair) for pair in zip(searches["a popular artist"], searches["a rare artist"])]
     export_stats, read_stats = Stats.of(exports), Stats.of(reads)
     figures = [
-        Figure("history", f"export ndjson, {stored:,} plays", "plays/s", _slow_tail(exports), read_stats,
+        Figure("history_data", f"export ndjson, {stored:,} plays", "plays/s", _slow_tail(exports), read_stats,
                "bare read of the same rows", target="≥ 200,000 plays/s", met=export_stats.median >= 200_000,
                notes="child process writing a file; p95/p99 columns are the slow tail"),
-        Figure("history", "export ndjson: RSS growth", "MB", Stats.of(growth), target="≤ 20 MB",
+        Figure("history_data", "export ndjson: RSS growth", "MB", Stats.of(growth), target="≤ 20 MB",
                met=max(growth) <= 20, judged_on="max"),
-        Figure("history", "stats --period 30d", "ms", Stats.of([ms(s) for s in stats_times]),
+        Figure("history_data", "stats --period 30d", "ms", Stats.of([ms(s) for s in stats_times]),
                target="≤ 200 ms", met=Stats.of(stats_times).p95 <= 0.2, judged_on="p95"),
-        Figure("history", "stats --period all", "ms", Stats.of([ms(s) for s in all_times]),
+        Figure("history_data", "stats --period all", "ms", Stats.of([ms(s) for s in all_times]),
                notes="for scale: every play grouped three ways"),
-        Figure("history", "plays screen: p → first paint", "ms", Stats.of([ms(s) for s in paint]),
+        Figure("history_data", "plays screen: p → first paint", "ms", Stats.of([ms(s) for s in paint]),
                target="≤ 200 ms", met=Stats.of(paint).p95 <= 0.2, judged_on="p95"),
-        Figure("history", "search, worst of a popular and a rare artist", "ms",
+        Figure("history_data", "search, worst of a popular and a rare artist", "ms",
                Stats.of([ms(s) for s in worst_search]), target="≤ 100 ms",
                met=Stats.of(worst_search).p95 <= 0.1, judged_on="p95"),
     ]
     for label, samples in searches.items():
-        figures.append(Figure("history", f"search: {label}", "ms", Stats.of([ms(s) for s in samples])))
+        figures.append(Figure("history_data", f"search: {label}", "ms", Stats.of([ms(s) for s in samples])))
     return figures
 
 
