@@ -199,7 +199,14 @@ def _run_command(args, config: Config) -> int:
     from aime_tui.cli.commands import COMMANDS
 
     try:
-        return COMMANDS[args.command](args, config)
+        code = COMMANDS[args.command](args, config)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`aime-tui status | head`): stop quietly, as coreutils do.
+        # Pointing stdout at /dev/null keeps the interpreter's final flush from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:
         return fail(_cannot_use(exc, config), EXIT_FAILED)
     except sqlite3.Error as exc:
