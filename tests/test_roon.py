@@ -591,6 +591,8 @@ async def test_a_reconnect_does_not_store_the_same_play_twice(roon, store, track
     await tracker.start()
     core.set_track(ZONE, "Kraftwerk", "Computer Love", "Computer World", 1200)
     await until(lambda: plays_titled(store, "Computer Love"), what="the play")
+    # The play is committed a moment before the tracker counts it.
+    await until(lambda: tracker.status()["tracks_found"] == 1, what="the play counted")
     found = tracker.status()["tracks_found"]
 
     await core.drop_connections()
