@@ -91,7 +91,7 @@ async def _measure(ctx: Context) -> list[Figure]:
                 naive_rates.append(naive_plays / seconds)
             finally:
                 await store.close()
-    value, baseline, duplicates = Stats.of(rates), Stats.of(naive_rates), Stats.of(dup_rates)
+    value, baseline = Stats.of(rates), Stats.of(naive_rates)
     ratio = value.median / baseline.median
     # For rates the bad tail is the low end: report it as p95/p99 of the slowness, i.e. p5/p1.
     return [

@@ -109,7 +109,6 @@ async def in_dashboard(directory, seconds: float) -> tuple[list[float], list[flo
         probe = LagProbe().start()
         written = 0
         began = time.perf_counter()
-        loop = asyncio.get_running_loop()
         while (now := time.perf_counter()) - began < seconds:
             due = int((now - began) * LINES_PER_SECOND)
             while written < due:

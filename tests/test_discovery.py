@@ -29,6 +29,7 @@ from aime_tui.reports import doctor
 from aime_tui.services.roon import LOOKING_HINT, NEW_CORE_HINT, RoonTracker
 from aime_tui.store import roon_cores
 from aime_tui.store.database import MIGRATIONS, Play, Store
+from stored import stored_plays
 from waits import wait_until
 
 ZONE = "Living Room"
@@ -315,7 +316,7 @@ async def test_plays_belong_to_the_core_id_through_a_rename(cores, store):
         core.rename("Upstairs Core")
         await tracker.start()
         assert tracker.status()["core"] == "Upstairs Core"
-        plays = await store.recent_plays(limit=1000)
+        plays = await stored_plays(store, 1000)
         assert {play.account for play in plays} == {core.core_id}
         known = await roon_cores.known_cores(store)
         assert [(entry.core_id, entry.name, entry.has_token) for entry in known] == [
@@ -385,7 +386,7 @@ async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicate
         await tracker.stop()
         assert core.registrations == ["token-from-before"]
         assert await roon_cores.token_of(store, core.core_id) == "token-from-before"
-        rows = sorted((p.source, p.account, p.played_at) for p in await store.recent_plays(limit=100))
+        rows = sorted((p.source, p.account, p.played_at) for p in await stored_plays(store, 100))
         assert rows == [
             ("lastfm", "Demo Core", 1000),
             ("roon", "Other Core", 3000),  # another Core's: it claims them when it is met
@@ -435,7 +436,7 @@ async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_ov
         await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=10, what="the play")
         await wait_until(lambda: core.current_track(ZONE).title != "Avril 14th", timeout=10, what="the next track")
         await asyncio.sleep(0.2)
-        plays = [play for play in await store.recent_plays(limit=100) if play.title == "Avril 14th"]
+        plays = [play for play in await stored_plays(store, 100) if play.title == "Avril 14th"]
         assert len(plays) == 1
     finally:
         await tracker.stop()
@@ -457,7 +458,7 @@ async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores,
         await wait_until(lambda: core.current_track(ZONE).title != "Intro", timeout=10, what="the track's end")
         await tracker.start()
         await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=5, what="the play")
-        plays = [play for play in await store.recent_plays(limit=100) if play.title == "Intro"]
+        plays = [play for play in await stored_plays(store, 100) if play.title == "Intro"]
         assert len(plays) == 1
     finally:
         await tracker.stop()
@@ -497,7 +498,7 @@ async def test_only_the_configured_zones_count(cores, store):
         assert counted == {"Kitchen": True, ZONE: False}
         await wait_until(lambda: tracker.status()["tracks_found"] >= 1, what="the Kitchen play")
         await wait_until(lambda: core.current_track(ZONE).title != "Wildfires", what="the other zone's track end")
-        titles = {play.title for play in await store.recent_plays(limit=100)}
+        titles = {play.title for play in await stored_plays(store, 100)}
         assert "Archangel" in titles and "Wildfires" not in titles
         await wait_until(
             lambda: core.extension_status.get("com.aime.tui", {}).get("message", "").endswith("1 of 2 zones"),

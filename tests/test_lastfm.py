@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from stored import stored_plays
 from waits import wait_until as wait_for
 
 from aime_tui.clients import lastfm as lastfm_api
@@ -81,14 +82,6 @@ async def wire(fake: FakeLastfm, **params) -> dict:
              "format": "json", **params}
     async with httpx.AsyncClient() as http:
         return (await http.get(fake.url, params=query)).json()
-
-
-async def stored_plays(store: Store) -> list[Play]:
-    async with store.db.execute(
-        "SELECT source, account, played_at, artist, title, album FROM plays"
-        " ORDER BY played_at DESC, id"
-    ) as cursor:
-        return [Play(*row) for row in await cursor.fetchall()]
 
 
 async def wait_until(condition, timeout: float = 3.0) -> None:
@@ -1038,7 +1031,7 @@ async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path):
         ])
     store = await Store.open(path)
     try:
-        plays = sorted((p.account, p.played_at, p.artist) for p in await store.recent_plays(10))
+        plays = sorted((p.account, p.played_at, p.artist) for p in await stored_plays(store, 10))
         assert plays == [("Bars", 100, "A"), ("Bars", 200, "B"), ("Bars", 300, "C"), ("other", 100, "A")]
         assert await store.get_cursor("lastfm:bars") == "200"  # the older: a catch-up overlaps
         assert json.loads(await store.get_cursor("backfill:lastfm:bars"))["done"] is True

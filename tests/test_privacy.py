@@ -21,15 +21,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from waits import wait_until, wait_until_sync
+from waits import wait_until_sync
 
 from aime_tui.control.client import Unreachable, request
-from aime_tui.core.instance import InstanceLock
 from aime_tui.core.logfile import PrivateLogHandler
 from aime_tui.store.database import Store
 

@@ -6,7 +6,6 @@ and recover by themselves; /ready, /health and /metrics follow along.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import httpx

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import serve
+from stored import stored_plays
 
 from aime_tui.clients.moo import (
     JSON_TYPE,
@@ -110,7 +111,7 @@ async def tracker_for(store):
 
 
 async def plays_titled(store: Store, title: str):
-    return [play for play in await store.recent_plays(limit=1000) if play.title == title]
+    return [play for play in await stored_plays(store, 1000) if play.title == title]
 
 
 def moved_on_from(tracker: RoonTracker, title: str):

@@ -212,9 +212,9 @@ async def test_a_cancelled_writer_cannot_leave_a_transaction_open(store):
     with pytest.raises(asyncio.CancelledError):
         await writer
     # The write finished in its shielded task; the connection is usable for the next one.
-    await store.set_setting("other", "1")
+    await store.set_cursor("other", "1")
     assert await store.get_setting("k") == "v"
-    assert await store.get_setting("other") == "1"
+    assert await store.get_cursor("other") == "1"
 
 
 async def test_reopen_keeps_working(store):

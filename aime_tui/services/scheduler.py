@@ -50,7 +50,7 @@ from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classif
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
 from aime_tui.services.base import Service
 from aime_tui.services.lastfm_history import LATE_WINDOW, Sweep, reconcile, sweep_step
-from aime_tui.services.registry import MAINTENANCE, MASSIVE, SCHEDULER_MODES, setting_hint
+from aime_tui.services.registry import MASSIVE, SCHEDULER_MODES, setting_hint
 from aime_tui.store.database import DiskFull, Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ on in a fresh file holding everything the open connection still reads.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import shutil
@@ -560,10 +559,6 @@ class Store:
             await db.close()
 
     @property
-    def is_open(self) -> bool:
-        return self._db is not None
-
-    @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise StoreError(f"database {self.path} is closed")
@@ -864,15 +859,6 @@ class Store:
 
         await self.write(record)
 
-    async def recent_plays(self, limit: int = 20) -> list[Play]:
-        async with self.db.execute(
-            "SELECT source, account, played_at, artist, title, album FROM plays"
-            " ORDER BY played_at DESC, id DESC LIMIT ?",
-            (limit,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return [Play(*row) for row in rows]
-
     # -- cursors and settings -------------------------------------------------------
 
     async def get_cursor(self, name: str) -> str | None:
@@ -888,16 +874,6 @@ class Store:
         async with self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
-
-    async def set_setting(self, key: str, value: str) -> None:
-        async def upsert(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-        await self.write(upsert, durable=True)
 
     # -- maintenance ----------------------------------------------------------------
 
