@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from aime_tui.config import load_config
-from aime_tui.core.supervisor import RunState
+from aime_tui.core.model import RunState
 from aime_tui.engine import Engine
 
 from .common import Figure, Stats, scratch_dir

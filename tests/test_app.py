@@ -8,7 +8,7 @@ import sqlite3
 
 from scripted import scripted_engine
 
-from aime_tui.core.supervisor import LogEvent, RunState
+from aime_tui.core.model import LogEvent, RunState
 from aime_tui.engine import Engine
 from aime_tui.ui.app import AimeApp
 from aime_tui.ui.widgets.log_view import MAX_LINES as LOG_MAX_LINES
@@ -222,7 +222,7 @@ async def test_first_run_without_a_config_says_what_to_do(config):
 
 
 def test_scheduler_detail_shows_backfill_progress():
-    from aime_tui.core.supervisor import ServiceView
+    from aime_tui.core.model import ServiceView
     from aime_tui.ui.cells import detail_text
 
     view = ServiceView(

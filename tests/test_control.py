@@ -356,7 +356,7 @@ async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config)
 
     from aime_tui.control.protocol import RECENT_LOG_LINES
     from aime_tui.control.remote import RemoteSupervisor
-    from aime_tui.core.supervisor import LogEvent
+    from aime_tui.core.model import LogEvent
 
     engine, _ = scripted_engine(config)
     supervisor = await engine.open()
@@ -417,7 +417,7 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
     from aime_tui.config import load_config
     from aime_tui.control import remote
     from aime_tui.control.remote import RemoteEngine
-    from aime_tui.core.supervisor import LogEvent
+    from aime_tui.core.model import LogEvent
     from aime_tui.ui.app import AimeApp
 
     # Many polls and reattach attempts within the test's pauses.

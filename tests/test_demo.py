@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aime_tui.core.supervisor import RunState, StateEvent
+from aime_tui.core.model import RunState, StateEvent
 from aime_tui.engine import Engine
 
 

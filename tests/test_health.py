@@ -9,7 +9,7 @@ import pytest
 from test_control import Headless
 from test_e2e_tmux import EXECUTABLE
 
-from aime_tui.core.supervisor import RunState, ServiceView
+from aime_tui.core.model import RunState, ServiceView
 from aime_tui.reports.health import DEGRADED, HEALTHY, UNHEALTHY, ErrorTally, assess
 
 REACHABLE = {"reachable": True, "checked_at": 0.0, "error": None}

@@ -32,7 +32,8 @@ from aime_tui.clients.lastfm import (
 )
 from aime_tui.config import LastfmConfig
 from aime_tui.core.faults import NeedsAttention, RetryAfter
-from aime_tui.core.supervisor import RunState, ServiceView, Supervisor
+from aime_tui.core.model import RunState, ServiceView
+from aime_tui.core.supervisor import Supervisor
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.services.tracker import LastfmTracker
 from aime_tui.store.database import Play, Store

@@ -12,7 +12,7 @@ import pytest
 from test_supervisor import until, wait_for_state
 
 from aime_tui.config import load_config
-from aime_tui.core.supervisor import LogEvent, RunState
+from aime_tui.core.model import LogEvent, RunState
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.engine import Engine
 

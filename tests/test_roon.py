@@ -32,7 +32,8 @@ from aime_tui.clients.moo import (
 )
 from aime_tui.config import RoonConfig, load_config, mask_secret
 from aime_tui.core.faults import NeedsAttention
-from aime_tui.core.supervisor import LogEvent, RunState, Supervisor
+from aime_tui.core.model import LogEvent, RunState
+from aime_tui.core.supervisor import Supervisor
 from aime_tui.demo.roon_fake import FakeRoonCore
 from aime_tui.engine import Engine, build_services
 from aime_tui.services.roon import (

@@ -14,7 +14,7 @@ import pytest
 from aime_tui.clients.lastfm import LastfmError
 from aime_tui.config import LastfmConfig, SchedulerConfig
 from aime_tui.core.faults import NeedsAttention, RetryAfter
-from aime_tui.core.supervisor import RunState, ServiceView
+from aime_tui.core.model import RunState, ServiceView
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.services import scheduler as scheduler_module
 from aime_tui.services.scheduler import BACKUPS_KEPT, CollectionScheduler
@@ -277,7 +277,8 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
 
 
 async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store, tmp_path):
-    from aime_tui.core.supervisor import RunState, Supervisor
+    from aime_tui.core.model import RunState
+    from aime_tui.core.supervisor import Supervisor
     from aime_tui.ui.cells import detail_text
 
     scheduler = CollectionScheduler(

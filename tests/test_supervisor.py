@@ -9,13 +9,8 @@ import pytest
 from scripted import ScriptedService
 
 from aime_tui.core.faults import NeedsAttention, RetryAfter
-from aime_tui.core.supervisor import (
-    LogEvent,
-    RunState,
-    StateEvent,
-    Supervisor,
-    full_jitter_delay,
-)
+from aime_tui.core.model import LogEvent, RunState, StateEvent
+from aime_tui.core.supervisor import Supervisor, full_jitter_delay
 from aime_tui.reports.health import DEGRADED, HEALTHY, assess
 from aime_tui.store.database import Store
 from aime_tui.ui.cells import detail_text
