@@ -1,29 +1,22 @@
+import contextlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import loopback_only
 import pytest
-
-# Test helpers (scripted services) live beside the tests.
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Nothing a test does reaches beyond this machine: Roon discovery is off unless a test
 # points it at its own loopback responder, and datagrams anywhere but loopback are
 # refused, here and in every Python child (sitecustomize on PYTHONPATH).
 GUARD_DIR = Path(__file__).parent / "netguard"
-sys.path.insert(0, str(GUARD_DIR))
-import loopback_only  # noqa: E402
 
 loopback_only.install()
 os.environ["AIME_ROON_DISCOVERY"] = "off"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), os.environ.get("PYTHONPATH")]))
 _NET_LOG = Path(tempfile.mkdtemp(prefix="aime-netguard-")) / "refused.log"
 os.environ[loopback_only.LOG_VARIABLE] = str(_NET_LOG)
-# The kill -9 test shares its child and its check with the benchmarks package at the
-# repository root. Appended, not prepended: `aime_tui` still comes from the installed package.
-sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 # Screens show local times: pin the zone so snapshots read the same on every machine.
 os.environ["TZ"] = "UTC"
@@ -37,6 +30,33 @@ def loopback_only_datagrams():
     refused = _NET_LOG.read_text(encoding="utf-8") if _NET_LOG.exists() else ""
     _NET_LOG.unlink(missing_ok=True)
     assert not refused, f"datagrams beyond loopback were attempted:\n{refused}"
+
+
+@pytest.fixture
+async def cleanup():
+    """Stops what a test started itself, however the test ends: register with
+    `cleanup.push_async_callback(tracker.stop)` or `cleanup.callback(server.close)`;
+    the last registered runs first. Ask for it last, so it runs before the other
+    fixtures' teardown (what the test started stops before the store it writes to)."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def store_clock():
+    """The wall clock the `store` fixture's store stamps rows with; a module replaying
+    history at known times overrides it."""
+    return time.time
+
+
+@pytest.fixture
+async def store(tmp_path, store_clock):
+    """A store on a fresh database file in the test's directory, closed afterwards."""
+    from aime_tui.store.database import Store
+
+    store = await Store.open(tmp_path / "aime.db", clock=store_clock)
+    yield store
+    await store.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Helpers for tests of real aime-tui processes: loopback fakes in a thread of their own,
-a config pointing at them, a tmux terminal to lose, and reading the instance's state."""
+a config pointing at them, tmux terminals, a headless instance, and reading an
+instance's state."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from waits import wait_until_sync
 
+from aime_tui.control.client import request
 from aime_tui.demo.environment import DEMO_API_KEY, DEMO_USER
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.demo.roon_fake import FakeRoonCore
@@ -147,3 +149,104 @@ def log_text(data_dir: Path) -> str:
 
 def cli(*argv: str, env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run([str(EXECUTABLE), *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class TmuxSession:
+    def __init__(self, tmp_path: Path) -> None:
+        self.socket = f"aime-test-{os.getpid()}"
+        self.name = "aime"
+        self.tmp_path = tmp_path
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def launch(self, *argv: str, env: dict[str, str]) -> None:
+        assignments = [f"{key}={value}" for key, value in env.items()]
+        command = " ".join(["env", *assignments, str(EXECUTABLE), *argv])
+        self.tmux("new-session", "-d", "-s", self.name, "-x", "120", "-y", "35", command)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.name)
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        def shown() -> str | None:
+            try:
+                screen = self.screen()
+            except subprocess.CalledProcessError:
+                screen = "(session ended)"
+            return screen if text in screen else None
+
+        return wait_until_sync(shown, timeout, f"{text!r} on screen")
+
+    def alive(self) -> bool:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, "has-session", "-t", self.name], capture_output=True
+        ).returncode == 0
+
+    def wait_gone(self, timeout: float = 10.0) -> None:
+        wait_until_sync(lambda: not self.alive(), timeout, "aime-tui gone after q")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", self.name, *keys)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+def row(screen: str, service: str) -> str:
+    return next(line for line in screen.splitlines() if f" {service} " in line)
+
+
+class Headless:
+    """`aime-tui --headless` in a subprocess, stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, *, demo: bool = True, env: dict[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.data_dir = tmp_path / "data"
+        self.env = {
+            **os.environ,
+            "AIME_DEMO_FAULTS": "0",
+            "AIME_CONFIG": str(tmp_path / "no-config.toml"),
+            **(env or {}),
+        }
+        self.argv = [str(EXECUTABLE), *(["--demo"] if demo else []), "--headless", "--data-dir", str(self.data_dir)]
+        self.process: subprocess.Popen | None = None
+        self.log: list[str] = []
+
+    def start(self, until: str = "Restored") -> "Headless":
+        self.process = subprocess.Popen(self.argv, env=self.env, stderr=subprocess.PIPE, text=True)
+        self.wait_for(until)
+        return self
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} never logged; saw:\n{''.join(self.log[-20:])}")
+
+    def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(EXECUTABLE), *args, "--data-dir", str(self.data_dir)],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def ask(self, message: dict, timeout: float = 5.0) -> dict:
+        return request(self.data_dir / "aime.sock", message, timeout=timeout)
+
+    def stop(self) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+        return self.process.returncode if self.process is not None else 0
+
+    def desired(self) -> dict[str, tuple[int, str | None]]:
+        with sqlite3.connect(self.data_dir / "aime.db") as db:
+            rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
+        return {name: (active, mode) for name, active, mode in rows}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sqlite3
 
+from dashboard import cell
 from scripted import scripted_engine
+from waits import wait_until
 
 from aime_tui.core.model import LogEvent, RunState
 from aime_tui.engine import Engine
@@ -14,21 +15,6 @@ from aime_tui.ui.app import AimeApp
 from aime_tui.ui.widgets.log_view import MAX_LINES as LOG_MAX_LINES
 
 SIZE = (110, 32)
-
-
-async def wait_until(pilot, predicate, timeout=5.0):
-    async def poll():
-        while not predicate():
-            await pilot.pause(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
-def cell(app, row, column):
-    """A cell's text, or "" while the engine is still opening and the table is empty."""
-    if app.supervisor is None:
-        return ""
-    return str(app.table.get_cell(row, column))
 
 
 def desired(config, name):
@@ -42,7 +28,7 @@ async def test_launch_restores_and_shows_the_summary(config):
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.pause(0.2)
         assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
         for name in services:
@@ -52,64 +38,62 @@ async def test_launch_restores_and_shows_the_summary(config):
     assert not any(s.running for s in services.values()), "quitting stops the services"
 
 
-async def test_the_collector_paused_for_launch_is_back_on_and_startup_objects_frozen(config):
+async def test_the_collector_paused_for_launch_is_back_on_and_startup_objects_frozen(config, cleanup):
     """The launcher pauses the garbage collector for the imports and the launch; the app
     must turn it back on once the summary is shown, with what startup built frozen."""
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
     gc.disable()
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.last_summary is not None)
-            await wait_until(pilot, lambda: gc.get_freeze_count() > 0)
-            assert gc.isenabled()
-        assert gc.get_freeze_count() == 0, "quitting unfreezes"
-    finally:
-        gc.enable()
-        gc.unfreeze()
+    cleanup.callback(gc.unfreeze)
+    cleanup.callback(gc.enable)
+    async with app.run_test(size=SIZE):
+        await wait_until(lambda: app.last_summary is not None)
+        await wait_until(lambda: gc.get_freeze_count() > 0)
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == 0, "quitting unfreezes"
 
 
 async def test_keys_start_stop_and_toggle_and_the_database_agrees(config):
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.press("x")  # first row: tracker
         assert desired(config, "tracker") == (0, None)
-        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+        await wait_until(lambda: cell(app, "tracker", "state") == "○ stopped")
         assert cell(app, "tracker", "want") == "off"
         assert not services["tracker"].running
 
         await pilot.press("space")
         assert desired(config, "tracker") == (1, None)
-        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "● running")
+        await wait_until(lambda: cell(app, "tracker", "state") == "● running")
 
         await pilot.press("down", "enter")  # enter toggles too: roon_tracker off
         assert desired(config, "roon_tracker") == (0, None)
-        await wait_until(pilot, lambda: cell(app, "roon_tracker", "want") == "off")
+        await wait_until(lambda: cell(app, "roon_tracker", "want") == "off")
 
         await pilot.press("s")
         assert desired(config, "roon_tracker") == (1, None)
-        await wait_until(pilot, lambda: cell(app, "roon_tracker", "state") == "● running")
+        await wait_until(lambda: cell(app, "roon_tracker", "state") == "● running")
 
 
 async def test_all_off_all_on_and_mode(config):
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.press("X")
         for name in services:
             assert desired(config, name)[0] == 0
-        await wait_until(pilot, lambda: all(cell(app, n, "state") == "○ stopped" for n in services))
+        await wait_until(lambda: all(cell(app, n, "state") == "○ stopped" for n in services))
         await pilot.press("A")
         for name in services:
             assert desired(config, name)[0] == 1
-        await wait_until(pilot, lambda: all(cell(app, n, "state") == "● running" for n in services))
+        await wait_until(lambda: all(cell(app, n, "state") == "● running" for n in services))
 
         await pilot.press("m")
         assert desired(config, "scheduler") == (1, "MASSIVE")
-        await wait_until(pilot, lambda: cell(app, "scheduler", "mode") == "MASSIVE")
+        await wait_until(lambda: cell(app, "scheduler", "mode") == "MASSIVE")
         assert services["scheduler"].mode == "MASSIVE"
         await pilot.press("m")
         assert desired(config, "scheduler") == (1, "MAINTENANCE")
@@ -119,10 +103,10 @@ async def test_wake_key_restores_through_the_same_path_with_its_own_summary(conf
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         first = app.last_summary
         await pilot.press("w")
-        await wait_until(pilot, lambda: app.last_summary is not first)
+        await wait_until(lambda: app.last_summary is not first)
         assert app.last_summary.trigger == "wake"
         assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
         assert all(s.starts == 2 for s in services.values())
@@ -136,22 +120,22 @@ async def test_the_ui_answers_keys_while_a_hung_service_is_restoring(config):
     engine, services = scripted_engine(config, roon_tracker={"hang": True})
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "● running")
+        await wait_until(lambda: cell(app, "tracker", "state") == "● running")
         assert app.last_summary is None, "restoration still running"
         await pilot.press("x")
         assert desired(config, "tracker") == (0, None)
-        await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped", timeout=1.0)
+        await wait_until(lambda: cell(app, "tracker", "state") == "○ stopped", timeout=1.0)
         assert app.last_summary is None, "the key acted before restoration ended"
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         assert app.last_summary.failed == {"roon_tracker": "start timed out after 2.0 s"}
-        await wait_until(pilot, lambda: cell(app, "roon_tracker", "state").startswith("◌ backoff"))
+        await wait_until(lambda: cell(app, "roon_tracker", "state").startswith("◌ backoff"))
 
 
 async def test_the_log_is_bounded_and_does_not_yank_a_reader(config):
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         emit = app.supervisor._emit
         for i in range(LOG_MAX_LINES + 500):
             emit(LogEvent(f"line {i}", at=0.0))
@@ -174,8 +158,8 @@ async def test_the_log_is_bounded_and_does_not_yank_a_reader(config):
 async def test_command_palette_lists_the_actions(config):
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+    async with app.run_test(size=SIZE):
+        await wait_until(lambda: app.last_summary is not None)
         titles = [command.title for command in app.get_system_commands(app.screen)]
         for expected in ("Start tracker", "Stop roon_tracker", "Start all services",
                          "Stop all services", "Cycle scheduler mode", "Simulate wake"):
@@ -183,14 +167,14 @@ async def test_command_palette_lists_the_actions(config):
         stop_tracker = next(c for c in app.get_system_commands(app.screen) if c.title == "Stop tracker")
         await stop_tracker.callback()
         assert desired(config, "tracker") == (0, None)
-        await wait_until(pilot, lambda: app.supervisor.view("tracker").state is RunState.STOPPED)
+        await wait_until(lambda: app.supervisor.view("tracker").state is RunState.STOPPED)
 
 
 async def test_a_toggle_that_cannot_be_saved_is_not_shown_as_done(config):
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await engine.store.db.execute("PRAGMA query_only = 1")  # every write now fails
         await pilot.press("x")
         await pilot.pause(0.3)
@@ -206,7 +190,7 @@ async def test_a_toggle_that_cannot_be_saved_is_not_shown_as_done(config):
 async def test_first_run_without_a_config_says_what_to_do(config):
     app = AimeApp(Engine(config))  # the real services, nothing configured
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.pause(0.2)
         assert app.last_summary.failed == {
             "tracker": f"set lastfm.api_key in {config.config_path}",

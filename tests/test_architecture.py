@@ -79,3 +79,42 @@ def test_protocol_clients_import_no_service(path):
 def test_the_rules_see_lazy_imports():
     # The checker must see an import inside a function, or the rules above prove little.
     assert "aime_tui.ui.app" in imported_modules(PACKAGE / "cli" / "main.py")
+
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+MODEL_NAMES = {"RunState", "ServiceView", "LogEvent", "StateEvent", "RestoreSummary", "Event", "Listener"}
+
+
+def python_files() -> list[Path]:
+    return sorted([*PACKAGE.rglob("*.py"), *TESTS.glob("*.py"), *(REPO / "benchmarks").glob("*.py")])
+
+
+def from_imports(path: Path) -> list[ast.ImportFrom]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+
+
+def test_the_vocabulary_is_imported_from_the_model():
+    """States, views and events come from core/model.py, not through a module that uses them."""
+    through = [
+        f"{path.relative_to(REPO)}: {alias.name}"
+        for path in python_files()
+        for node in from_imports(path)
+        if node.module.startswith("aime_tui.") and node.module != "aime_tui.core.model"
+        for alias in node.names
+        if alias.name in MODEL_NAMES
+    ]
+    assert not through
+
+
+def test_no_test_module_imports_another_and_none_patches_sys_path():
+    """Shared helpers live in helper modules (pyproject's pythonpath makes tests/ importable)."""
+    for path in TESTS.glob("*.py"):
+        imported = {node.module for node in from_imports(path)}
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not {name for name in imported if name.split(".")[0].startswith("test_")}, path.name
+        patches = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                   and ast.unparse(node.func.value) == "sys.path"]
+        assert not patches, path.name

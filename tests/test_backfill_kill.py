@@ -17,6 +17,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from waits import wait_until
+
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.store.database import normalise
 
@@ -59,12 +61,13 @@ def backfill_cursor(db: sqlite3.Connection, user: str) -> dict:
 
 async def until_pages_asked(fake: FakeLastfm, child: asyncio.subprocess.Process, count: int) -> None:
     """Wait for the child to have asked for `count` pages; fail (not hang) if it died first."""
-    async def poll():
-        while len(pages_asked(fake.requests)) < count:
-            assert child.returncode is None, (child.returncode, await child.stderr.read())
-            await asyncio.sleep(0.001)
+    async def asked() -> bool:
+        if len(pages_asked(fake.requests)) >= count:
+            return True
+        assert child.returncode is None, (child.returncode, await child.stderr.read())
+        return False
 
-    await asyncio.wait_for(poll(), STEP_TIMEOUT)
+    await wait_until(asked, timeout=STEP_TIMEOUT, what=f"{count} pages asked")
 
 
 async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(tmp_path):

@@ -6,74 +6,21 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from test_e2e_tmux import EXECUTABLE
+from dashboard import cell
+from instances import EXECUTABLE, Headless
+from waits import wait_until, wait_until_sync
 
 from aime_tui.control.client import ControlError, Unreachable, request
 from aime_tui.core.instance import InstanceLock
 
 pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
-
-
-class Headless:
-    """`aime-tui --headless` in a subprocess, stopped with SIGTERM."""
-
-    def __init__(self, tmp_path: Path, *, demo: bool = True, env: dict[str, str] | None = None) -> None:
-        self.tmp_path = tmp_path
-        self.data_dir = tmp_path / "data"
-        self.env = {
-            **os.environ,
-            "AIME_DEMO_FAULTS": "0",
-            "AIME_CONFIG": str(tmp_path / "no-config.toml"),
-            **(env or {}),
-        }
-        self.argv = [str(EXECUTABLE), *(["--demo"] if demo else []), "--headless", "--data-dir", str(self.data_dir)]
-        self.process: subprocess.Popen | None = None
-        self.log: list[str] = []
-
-    def start(self, until: str = "Restored") -> "Headless":
-        self.process = subprocess.Popen(self.argv, env=self.env, stderr=subprocess.PIPE, text=True)
-        self.wait_for(until)
-        return self
-
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"{text!r} never logged; saw:\n{''.join(self.log[-20:])}")
-
-    def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(EXECUTABLE), *args, "--data-dir", str(self.data_dir)],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
-        )
-
-    def ask(self, message: dict, timeout: float = 5.0) -> dict:
-        return request(self.data_dir / "aime.sock", message, timeout=timeout)
-
-    def stop(self) -> int:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-        return self.process.returncode if self.process is not None else 0
-
-    def desired(self) -> dict[str, tuple[int, str | None]]:
-        with sqlite3.connect(self.data_dir / "aime.db") as db:
-            rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
-        return {name: (active, mode) for name, active, mode in rows}
 
 
 def processes_running(program: str, argument: str) -> list[int]:
@@ -135,10 +82,7 @@ def test_a_stop_is_acknowledged_only_once_it_is_saved(instance):
     assert instance.desired()["roon_tracker"][0] == 0
     assert result.returncode == 0, result.stderr
     assert result.stdout == "roon_tracker: stop saved; the running instance is stopping it\n"
-    deadline = time.monotonic() + 5
-    while instance.ask({"cmd": "status"})["services"][1]["state"] != "stopped":
-        assert time.monotonic() < deadline, "roon_tracker never stopped"
-        time.sleep(0.05)
+    wait_until_sync(lambda: instance.ask({"cmd": "status"})["services"][1]["state"] == "stopped", what="roon_tracker stopped")
 
     result = instance.cli("start", "roon_tracker")
     assert instance.desired()["roon_tracker"][0] == 1
@@ -233,7 +177,7 @@ def test_with_no_instance_changes_go_to_the_database_and_apply_at_next_launch(tm
     assert not (headless.data_dir / "aime.sock").exists()
 
 
-def test_a_stale_socket_file_is_replaced_at_launch(tmp_path):
+def test_a_stale_socket_file_is_replaced_at_launch(tmp_path, cleanup):
     headless = Headless(tmp_path)
     headless.data_dir.mkdir()
     stale = socket.socket(socket.AF_UNIX)
@@ -241,10 +185,8 @@ def test_a_stale_socket_file_is_replaced_at_launch(tmp_path):
     stale.close()  # the file stays, nobody listens: what a kill -9 leaves
     assert headless.cli("status").stdout.startswith("no running instance")
     headless.start("Restored 3 succeeded")
-    try:
-        assert headless.ask({"cmd": "status"})["pid"] == headless.process.pid
-    finally:
-        headless.stop()
+    cleanup.callback(headless.stop)
+    assert headless.ask({"cmd": "status"})["pid"] == headless.process.pid
 
 
 def test_a_live_lock_with_a_dead_socket_is_exit_3(tmp_path):
@@ -297,7 +239,6 @@ def test_headless_notifies_systemd(tmp_path):
 
 
 async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leaving_it_running(tmp_path):
-    from test_app import cell, wait_until
 
     from aime_tui.config import load_config
     from aime_tui.control.remote import RemoteEngine
@@ -308,13 +249,13 @@ async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leavin
         config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
         app = AimeApp(RemoteEngine(config), subtitle="attached")
         async with app.run_test(size=(110, 32)) as pilot:
-            await wait_until(pilot, lambda: cell(app, "scheduler", "state") == "● running")
-            await wait_until(pilot, lambda: "Restored 3 succeeded" in str(app.query_one("#summary").render()))
+            await wait_until(lambda: cell(app, "scheduler", "state") == "● running")
+            await wait_until(lambda: "Restored 3 succeeded" in str(app.query_one("#summary").render()))
             await pilot.press("x")  # the first row, tracker: stopped in the other process
             assert headless.desired()["tracker"][0] == 0
-            await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+            await wait_until(lambda: cell(app, "tracker", "state") == "○ stopped")
             # Its log lines arrive here too.
-            await wait_until(pilot, lambda: any("tracker wanted off (saved)" in line.text for line in app.log_view.lines))
+            await wait_until(lambda: any("tracker wanted off (saved)" in line.text for line in app.log_view.lines))
             await pilot.press("q")
         assert headless.process.poll() is None, "detaching leaves the instance running"
         states = [view["state"] for view in headless.ask({"cmd": "status"})["services"]]
@@ -324,7 +265,6 @@ async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leavin
 
 
 async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_path):
-    from test_app import wait_until
 
     from aime_tui.config import load_config
     from aime_tui.control.remote import RemoteEngine
@@ -336,7 +276,7 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
         config = load_config(config_path=tmp_path / "no-config.toml", data_dir=headless.data_dir, env={})
         app = AimeApp(RemoteEngine(config), subtitle="attached")
         async with app.run_test(size=(110, 32)) as pilot:
-            await wait_until(pilot, lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
+            await wait_until(lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
             shown = [line.text for line in app.log_view.lines]
             before = [i for i, text in enumerate(shown) if "roon_tracker wanted off (saved)" in text]
             launch = [i for i, text in enumerate(shown) if "Restored 3 succeeded" in text]
@@ -351,7 +291,7 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
         assert headless.stop() == 0
 
 
-async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config):
+async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config, cleanup):
     from scripted import scripted_engine
 
     from aime_tui.control.protocol import RECENT_LOG_LINES
@@ -361,50 +301,46 @@ async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config)
     engine, _ = scripted_engine(config)
     supervisor = await engine.open()
     remote = RemoteSupervisor(config.data_dir / "aime.sock")
-    try:
-        await supervisor.restore()
-        # Together far more than one protocol line may hold; each one well within it.
-        for number in range(RECENT_LOG_LINES + 50):
-            supervisor._log(f"line {number}: " + "é" * 400)
-        shown = []
-        remote.subscribe(lambda event: isinstance(event, LogEvent) and shown.append(event.text))
-        await remote.connect()
-        await remote.replay_recent()
-        lines = [text for text in shown if text.startswith("line ")]
-        assert len(lines) == RECENT_LOG_LINES
-        assert lines[0].startswith("line 50: ") and lines[-1].startswith(f"line {RECENT_LOG_LINES + 49}: ")
-        assert "attached to the running instance" in shown[-1]
-    finally:
-        await remote.close()
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    cleanup.push_async_callback(remote.close)
+    await supervisor.restore()
+    # Together far more than one protocol line may hold; each one well within it.
+    for number in range(RECENT_LOG_LINES + 50):
+        supervisor._log(f"line {number}: " + "é" * 400)
+    shown = []
+    remote.subscribe(lambda event: isinstance(event, LogEvent) and shown.append(event.text))
+    await remote.connect()
+    await remote.replay_recent()
+    lines = [text for text in shown if text.startswith("line ")]
+    assert len(lines) == RECENT_LOG_LINES
+    assert lines[0].startswith("line 50: ") and lines[-1].startswith(f"line {RECENT_LOG_LINES + 49}: ")
+    assert "attached to the running instance" in shown[-1]
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path):
-    from test_e2e_tmux import TmuxSession
+def test_launching_the_dashboard_while_an_instance_runs_attaches_to_it(tmp_path, cleanup):
+    from instances import TmuxSession
 
     headless = Headless(tmp_path).start("Restored 3 succeeded")
     session = TmuxSession(tmp_path)
-    try:
-        session.launch(
-            "--demo", "--data-dir", str(headless.data_dir),
-            env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "no-config.toml")},
-        )
-        session.wait_for(f"attached to pid {headless.process.pid}")
-        session.wait_for("Restored 3 succeeded")
-        # aime.log belongs to the instance: a second writer would rotate it under it.
-        on_this_dir = processes_running(str(EXECUTABLE), str(headless.data_dir))
-        [attached] = [pid for pid in on_this_dir if pid != headless.process.pid]
-        assert open_files(attached), "could not read the attached dashboard's open files"
-        assert headless.data_dir / "aime.log" not in open_files(attached)
-        assert headless.data_dir / "aime.log" in open_files(headless.process.pid)
-        session.tmux("send-keys", "-t", session.name, "q")
-        session.wait_gone(timeout=5)
-        assert headless.process.poll() is None
-        assert all(v["state"] == "running" for v in headless.ask({"cmd": "status"})["services"])
-    finally:
-        session.kill()
-        headless.stop()
+    cleanup.callback(headless.stop)
+    cleanup.callback(session.kill)
+    session.launch(
+        "--demo", "--data-dir", str(headless.data_dir),
+        env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "no-config.toml")},
+    )
+    session.wait_for(f"attached to pid {headless.process.pid}")
+    session.wait_for("Restored 3 succeeded")
+    # aime.log belongs to the instance: a second writer would rotate it under it.
+    on_this_dir = processes_running(str(EXECUTABLE), str(headless.data_dir))
+    [attached] = [pid for pid in on_this_dir if pid != headless.process.pid]
+    assert open_files(attached), "could not read the attached dashboard's open files"
+    assert headless.data_dir / "aime.log" not in open_files(attached)
+    assert headless.data_dir / "aime.log" in open_files(headless.process.pid)
+    session.tmux("send-keys", "-t", session.name, "q")
+    session.wait_gone(timeout=5)
+    assert headless.process.poll() is None
+    assert all(v["state"] == "running" for v in headless.ask({"cmd": "status"})["services"])
 
 
 async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering_and_once_when_it_is_back(
@@ -412,7 +348,6 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
 ):
     import asyncio
 
-    from test_app import cell, wait_until
 
     from aime_tui.config import load_config
     from aime_tui.control import remote
@@ -435,8 +370,8 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
             return str(app.query_one("#title").render())
 
         async with app.run_test(size=(200, 40)) as pilot:
-            await wait_until(pilot, lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
-            await wait_until(pilot, lambda: title() == f"aime-tui ─ attached to pid {first_pid}")
+            await wait_until(lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))
+            await wait_until(lambda: title() == f"aime-tui ─ attached to pid {first_pid}")
             said: list[LogEvent] = []  # what the dashboard says of the connection
 
             def note(event) -> None:
@@ -450,21 +385,21 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
 
             # The socket file moves away: every status poll fails, the event stream stays.
             socket_file.rename(tmp_path / "moved.sock")
-            await wait_until(pilot, lambda: in_pane("status poll failed"))
+            await wait_until(lambda: in_pane("status poll failed"))
             await pilot.pause(1.0)  # some ten more failed polls
             assert in_pane("status poll failed") == 1
             (tmp_path / "moved.sock").rename(socket_file)
-            await wait_until(pilot, lambda: in_pane("answers status polls again"))
+            await wait_until(lambda: in_pane("answers status polls again"))
 
             # The instance stops, and a new one starts on the data directory.
             await asyncio.to_thread(headless.stop)
-            await wait_until(pilot, lambda: in_pane(f"the instance (pid {first_pid}) went away"))
-            await wait_until(pilot, lambda: "gone: attaching again" in title())
+            await wait_until(lambda: in_pane(f"the instance (pid {first_pid}) went away"))
+            await wait_until(lambda: "gone: attaching again" in title())
             await pilot.pause(1.0)  # some ten more polls and reattach attempts
             await asyncio.to_thread(headless.start, "Restored 3 succeeded")
             second_pid = headless.process.pid
-            await wait_until(pilot, lambda: in_pane(f"attached to the new instance (pid {second_pid})"), timeout=10)
-            await wait_until(pilot, lambda: title() == f"aime-tui ─ attached to pid {second_pid}")
+            await wait_until(lambda: in_pane(f"attached to the new instance (pid {second_pid})"), timeout=10)
+            await wait_until(lambda: title() == f"aime-tui ─ attached to pid {second_pid}")
             await pilot.pause(0.5)
 
             assert [(event.level, event.text) for event in said] == [
@@ -480,7 +415,7 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
             # The new instance's launch reached the pane too, and its keys act on it.
             assert in_pane("Restored 3 succeeded") == 2
             await pilot.press("x")  # tracker
-            await wait_until(pilot, lambda: cell(app, "tracker", "state") == "○ stopped")
+            await wait_until(lambda: cell(app, "tracker", "state") == "○ stopped")
             assert headless.desired()["tracker"][0] == 0
             await pilot.press("q")
     finally:

@@ -42,13 +42,6 @@ def fast_clock(scale: float):
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "aime.db")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 async def cores():
     """Start fake Cores (`await cores(**options)`); all stopped afterwards."""
     started: list[FakeRoonCore] = []
@@ -256,7 +249,7 @@ async def test_a_configured_host_wins_over_discovery(cores, responder, tracker_f
     assert sood_responder.queries == [], "no query at all"
 
 
-async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tracker_for):
+async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tracker_for, cleanup):
     # The responder's port is taken now, answered later: as a Core switched on after us.
     quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     quiet.bind(("127.0.0.1", 0))
@@ -272,13 +265,11 @@ async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tr
     quiet.close()
     sood_responder = FakeSoodResponder([core])
     await sood_responder.start(port=port)
-    try:
-        await wait_until(lambda: tracker.attention is None, what="the tracker to find the Core")
-        assert tracker.status()["zones"] == 2
-        assert resolved[-1] == f"found Roon Core Demo Core at 127.0.0.1:{core.port}"
-        assert len(sood_responder.queries) >= 1
-    finally:
-        await sood_responder.stop()
+    cleanup.push_async_callback(sood_responder.stop)
+    await wait_until(lambda: tracker.attention is None, what="the tracker to find the Core")
+    assert tracker.status()["zones"] == 2
+    assert resolved[-1] == f"found Roon Core Demo Core at 127.0.0.1:{core.port}"
+    assert len(sood_responder.queries) >= 1
 
 
 async def test_doctor_lists_the_cores_that_answer(cores, responder, tmp_path):
@@ -303,51 +294,47 @@ async def test_doctor_lists_the_cores_that_answer(cores, responder, tmp_path):
 # -- one identity per Core ----------------------------------------------------------------
 
 
-async def test_plays_belong_to_the_core_id_through_a_rename(cores, store):
+async def test_plays_belong_to_the_core_id_through_a_rename(cores, store, cleanup):
     core = await cores(tick=0.02, time_scale=50)
     clock = fast_clock(50)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=clock)
-    try:
-        core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 30)
-        await tracker.start()
-        await wait_until(lambda: tracker.status()["tracks_found"] >= 1, what="a play")
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 30)
+    await tracker.start()
+    await wait_until(lambda: tracker.status()["tracks_found"] >= 1, what="a play")
+    await tracker.stop()
 
-        core.rename("Upstairs Core")
-        await tracker.start()
-        assert tracker.status()["core"] == "Upstairs Core"
-        plays = await stored_plays(store, 1000)
-        assert {play.account for play in plays} == {core.core_id}
-        known = await roon_cores.known_cores(store)
-        assert [(entry.core_id, entry.name, entry.has_token) for entry in known] == [
-            (core.core_id, "Upstairs Core", True)
-        ]
-        assert len(core.registrations) == 2 and core.registrations[1] is not None, "same token after a rename"
-    finally:
-        await tracker.stop()
+    core.rename("Upstairs Core")
+    await tracker.start()
+    assert tracker.status()["core"] == "Upstairs Core"
+    plays = await stored_plays(store, 1000)
+    assert {play.account for play in plays} == {core.core_id}
+    known = await roon_cores.known_cores(store)
+    assert [(entry.core_id, entry.name, entry.has_token) for entry in known] == [
+        (core.core_id, "Upstairs Core", True)
+    ]
+    assert len(core.registrations) == 2 and core.registrations[1] is not None, "same token after a rename"
 
 
-async def test_a_new_core_asks_for_approval_in_its_own_words(cores, store):
+async def test_a_new_core_asks_for_approval_in_its_own_words(cores, store, cleanup):
     first = await cores(core_name="Home Core", seed=1)
     second = await cores(core_name="Cabin Core", seed=2, require_approval=True)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=first.port, discovery=()), store)
-    try:
-        await tracker.start()
-        assert tracker.attention is None
-        await tracker.stop()
-        tracker.reconfigure(load_config(config_path=Path("/nonexistent.toml"), data_dir=Path("/tmp/unused"),
-                                        env={"AIME_ROON_HOST": "127.0.0.1", "AIME_ROON_PORT": str(second.port)}))
-        await tracker.start()
-        assert tracker.attention == NEW_CORE_HINT.format(name="Cabin Core")
-        assert second.registrations == [None], "never the other Core's token"
-        second.approve()
-        await wait_until(lambda: tracker.attention is None, what="approval")
-        assert {entry.name: entry.has_token for entry in await roon_cores.known_cores(store)} == {
-            "Home Core": True, "Cabin Core": True,
-        }
-        assert await roon_cores.token_of(store, first.core_id) != await roon_cores.token_of(store, second.core_id)
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    await tracker.start()
+    assert tracker.attention is None
+    await tracker.stop()
+    tracker.reconfigure(load_config(config_path=Path("/nonexistent.toml"), data_dir=Path("/tmp/unused"),
+                                    env={"AIME_ROON_HOST": "127.0.0.1", "AIME_ROON_PORT": str(second.port)}))
+    await tracker.start()
+    assert tracker.attention == NEW_CORE_HINT.format(name="Cabin Core")
+    assert second.registrations == [None], "never the other Core's token"
+    second.approve()
+    await wait_until(lambda: tracker.attention is None, what="approval")
+    assert {entry.name: entry.has_token for entry in await roon_cores.known_cores(store)} == {
+        "Home Core": True, "Cabin Core": True,
+    }
+    assert await roon_cores.token_of(store, first.core_id) != await roon_cores.token_of(store, second.core_id)
 
 
 def _schema_2_database(path: Path, plays: list[tuple], token: str) -> None:
@@ -366,7 +353,7 @@ def _schema_2_database(path: Path, plays: list[tuple], token: str) -> None:
     db.close()
 
 
-async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicates(cores, tmp_path):
+async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicates(cores, tmp_path, cleanup):
     core = await cores(core_name="Demo Core")
     core._tokens.add("token-from-before")  # the Core issued it to the older version
     path = tmp_path / "aime.db"
@@ -377,135 +364,123 @@ async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicate
         ("lastfm", "Demo Core", 1000, "Björk", "Jóga"),
     ], "token-from-before")
     store = await Store.open(path)
-    try:
-        assert await store.get_setting("roon.token") is None
-        # A play already stored under the core id (the same play) must not become two.
-        await store.insert_plays([Play("roon", core.core_id, 2000, "Burial", "Archangel")])
-        tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store)
-        await tracker.start()
-        await tracker.stop()
-        assert core.registrations == ["token-from-before"]
-        assert await roon_cores.token_of(store, core.core_id) == "token-from-before"
-        rows = sorted((p.source, p.account, p.played_at) for p in await stored_plays(store, 100))
-        assert rows == [
-            ("lastfm", "Demo Core", 1000),
-            ("roon", "Other Core", 3000),  # another Core's: it claims them when it is met
-            ("roon", core.core_id, 1000),
-            ("roon", core.core_id, 2000),
-        ]
-        assert store.play_total("roon") == 3, "the totals lose the duplicate too"
-        async with store.db.execute("SELECT kind, value FROM roon_unclaimed") as cursor:
-            assert await cursor.fetchall() == [("account", "Other Core")]
-    finally:
-        await store.close()
+    cleanup.push_async_callback(store.close)
+    assert await store.get_setting("roon.token") is None
+    # A play already stored under the core id (the same play) must not become two.
+    await store.insert_plays([Play("roon", core.core_id, 2000, "Burial", "Archangel")])
+    tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store)
+    await tracker.start()
+    await tracker.stop()
+    assert core.registrations == ["token-from-before"]
+    assert await roon_cores.token_of(store, core.core_id) == "token-from-before"
+    rows = sorted((p.source, p.account, p.played_at) for p in await stored_plays(store, 100))
+    assert rows == [
+        ("lastfm", "Demo Core", 1000),
+        ("roon", "Other Core", 3000),  # another Core's: it claims them when it is met
+        ("roon", core.core_id, 1000),
+        ("roon", core.core_id, 2000),
+    ]
+    assert store.play_total("roon") == 3, "the totals lose the duplicate too"
+    async with store.db.execute("SELECT kind, value FROM roon_unclaimed") as cursor:
+        assert await cursor.fetchall() == [("account", "Other Core")]
 
 
 # -- keepalive ------------------------------------------------------------------------------
 
 
-async def test_pings_start_before_registration_and_are_answered(cores, store):
+async def test_pings_start_before_registration_and_are_answered(cores, store, cleanup):
     core = await cores(require_approval=True, ping_interval=0.05)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store)
-    try:
-        await tracker.start()
-        assert tracker.attention is not None, "not approved yet"
-        await wait_until(lambda: core.pings_before_registration >= 2, what="pings before registration")
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    await tracker.start()
+    assert tracker.attention is not None, "not approved yet"
+    await wait_until(lambda: core.pings_before_registration >= 2, what="pings before registration")
 
 
-async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(cores, store):
+async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(cores, store, cleanup):
     scale = 20
     core = await cores(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
     tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
-    try:
-        core.set_track(ZONE, "Aphex Twin", "Avril 14th", "Drukqs", 50)  # a play after 25 s heard
-        await tracker.start()
-        await wait_until(lambda: core.seek_position(ZONE) >= 5, what="5 s of the track")
-        began = time.monotonic()
-        assert core.half_open() == 1
-        await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
-        noticed = time.monotonic() - began
-        assert noticed < 0.2 + 0.5 + 0.5 + 1.0, noticed  # interval + pong wait + closing, and slack
-        assert "keepalive ping timeout" in str(faults[0])
+    cleanup.push_async_callback(tracker.stop)
+    core.set_track(ZONE, "Aphex Twin", "Avril 14th", "Drukqs", 50)  # a play after 25 s heard
+    await tracker.start()
+    await wait_until(lambda: core.seek_position(ZONE) >= 5, what="5 s of the track")
+    began = time.monotonic()
+    assert core.half_open() == 1
+    await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
+    noticed = time.monotonic() - began
+    assert noticed < 0.2 + 0.5 + 0.5 + 1.0, noticed  # interval + pong wait + closing, and slack
+    assert "keepalive ping timeout" in str(faults[0])
 
-        await tracker.start()  # what the supervisor does after its backoff
-        await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=10, what="the play")
-        await wait_until(lambda: core.current_track(ZONE).title != "Avril 14th", timeout=10, what="the next track")
-        await asyncio.sleep(0.2)
-        plays = [play for play in await stored_plays(store, 100) if play.title == "Avril 14th"]
-        assert len(plays) == 1
-    finally:
-        await tracker.stop()
+    await tracker.start()  # what the supervisor does after its backoff
+    await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=10, what="the play")
+    await wait_until(lambda: core.current_track(ZONE).title != "Avril 14th", timeout=10, what="the next track")
+    await asyncio.sleep(0.2)
+    plays = [play for play in await stored_plays(store, 100) if play.title == "Avril 14th"]
+    assert len(plays) == 1
 
 
-async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores, store):
+async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores, store, cleanup):
     scale = 20
     core = await cores(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
     tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
-    try:
-        core.set_track(ZONE, "The xx", "Intro", "xx", 60)  # a play after 30 s heard
-        await tracker.start()
-        await wait_until(lambda: core.seek_position(ZONE) >= 10, what="10 s of the track")
-        core.half_open()
-        await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
-        await wait_until(lambda: core.current_track(ZONE).title != "Intro", timeout=10, what="the track's end")
-        await tracker.start()
-        await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=5, what="the play")
-        plays = [play for play in await stored_plays(store, 100) if play.title == "Intro"]
-        assert len(plays) == 1
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    core.set_track(ZONE, "The xx", "Intro", "xx", 60)  # a play after 30 s heard
+    await tracker.start()
+    await wait_until(lambda: core.seek_position(ZONE) >= 10, what="10 s of the track")
+    core.half_open()
+    await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
+    await wait_until(lambda: core.current_track(ZONE).title != "Intro", timeout=10, what="the track's end")
+    await tracker.start()
+    await wait_until(lambda: tracker.status()["tracks_found"] >= 1, timeout=5, what="the play")
+    plays = [play for play in await stored_plays(store, 100) if play.title == "Intro"]
+    assert len(plays) == 1
 
 
 # -- what Roon shows, and which zones count --------------------------------------------------
 
 
-async def test_roons_extensions_page_shows_what_the_tracker_does(cores, store):
+async def test_roons_extensions_page_shows_what_the_tracker_does(cores, store, cleanup):
     core = await cores(zones=3, tick=0.02, time_scale=50)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(50))
-    try:
-        await store.insert_plays([Play("roon", core.core_id, 1000 + n, "Artist", f"Song {n}") for n in range(1411)])
-        await tracker.start()
-        expected = {"message": "collecting: 1,411 plays, 3 zones", "is_error": False}
-        await wait_until(lambda: core.extension_status.get("com.aime.tui") == expected, what="Roon to show it")
-        core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 20)
-        await wait_until(
-            lambda: core.extension_status["com.aime.tui"]["message"].startswith("collecting: 1,41") and
-            core.extension_status["com.aime.tui"]["message"] != "collecting: 1,411 plays, 3 zones",
-            what="the status to count the new play",
-        )
-        assert core.extension_status["com.aime.tui"]["message"] == "collecting: 1,412 plays, 3 zones"
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    await store.insert_plays([Play("roon", core.core_id, 1000 + n, "Artist", f"Song {n}") for n in range(1411)])
+    await tracker.start()
+    expected = {"message": "collecting: 1,411 plays, 3 zones", "is_error": False}
+    await wait_until(lambda: core.extension_status.get("com.aime.tui") == expected, what="Roon to show it")
+    core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 20)
+    await wait_until(
+        lambda: core.extension_status["com.aime.tui"]["message"].startswith("collecting: 1,41") and
+        core.extension_status["com.aime.tui"]["message"] != "collecting: 1,411 plays, 3 zones",
+        what="the status to count the new play",
+    )
+    assert core.extension_status["com.aime.tui"]["message"] == "collecting: 1,412 plays, 3 zones"
 
 
-async def test_only_the_configured_zones_count(cores, store):
+async def test_only_the_configured_zones_count(cores, store, cleanup):
     core = await cores(zones=2, tick=0.02, time_scale=50)
     config = RoonConfig(host="127.0.0.1", port=core.port, discovery=(), zones=("kitchen",))
     tracker = RoonTracker(config, store, clock=fast_clock(50))
-    try:
-        core.set_track("Kitchen", "Burial", "Archangel", "Untrue", 20)
-        core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 20)
-        await tracker.start()
-        counted = {entry["zone"]: entry["counted"] for entry in tracker.status()["now_playing"]}
-        assert counted == {"Kitchen": True, ZONE: False}
-        await wait_until(lambda: tracker.status()["tracks_found"] >= 1, what="the Kitchen play")
-        await wait_until(lambda: core.current_track(ZONE).title != "Wildfires", what="the other zone's track end")
-        titles = {play.title for play in await stored_plays(store, 100)}
-        assert "Archangel" in titles and "Wildfires" not in titles
-        await wait_until(
-            lambda: core.extension_status.get("com.aime.tui", {}).get("message", "").endswith("1 of 2 zones"),
-            what="the status to say which zones count",
-        )
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    core.set_track("Kitchen", "Burial", "Archangel", "Untrue", 20)
+    core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 20)
+    await tracker.start()
+    counted = {entry["zone"]: entry["counted"] for entry in tracker.status()["now_playing"]}
+    assert counted == {"Kitchen": True, ZONE: False}
+    await wait_until(lambda: tracker.status()["tracks_found"] >= 1, what="the Kitchen play")
+    await wait_until(lambda: core.current_track(ZONE).title != "Wildfires", what="the other zone's track end")
+    titles = {play.title for play in await stored_plays(store, 100)}
+    assert "Archangel" in titles and "Wildfires" not in titles
+    await wait_until(
+        lambda: core.extension_status.get("com.aime.tui", {}).get("message", "").endswith("1 of 2 zones"),
+        what="the status to say which zones count",
+    )
 
 
 # -- our frames, read by a decoder that is not ours ------------------------------------------

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_e2e_tmux import EXECUTABLE
+from instances import EXECUTABLE
 
 from aime_tui.reports import doctor
 

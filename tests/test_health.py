@@ -6,8 +6,7 @@ import json
 import logging
 
 import pytest
-from test_control import Headless
-from test_e2e_tmux import EXECUTABLE
+from instances import EXECUTABLE, Headless
 
 from aime_tui.core.model import RunState, ServiceView
 from aime_tui.reports.health import DEGRADED, HEALTHY, UNHEALTHY, ErrorTally, assess
@@ -64,38 +63,34 @@ def test_no_instance_is_unhealthy(tmp_path):
 
 
 @needs_executable
-def test_all_wanted_running_is_healthy(tmp_path):
+def test_all_wanted_running_is_healthy(tmp_path, cleanup):
     headless = Headless(tmp_path).start("Restored 3 succeeded")
-    try:
-        result = headless.cli("health", "--json")
-        assert result.returncode == 0, result.stdout
-        report = json.loads(result.stdout)
-        assert report["status"] == "healthy" and report["database"]["reachable"] is True
-        assert {name: s["state"] for name, s in report["services"].items()} == dict.fromkeys(
-            ("tracker", "roon_tracker", "scheduler"), "running"
-        )
-        assert report["errors"]["errors_last_hour"] == 0
-    finally:
-        headless.stop()
+    cleanup.callback(headless.stop)
+    result = headless.cli("health", "--json")
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["status"] == "healthy" and report["database"]["reachable"] is True
+    assert {name: s["state"] for name, s in report["services"].items()} == dict.fromkeys(
+        ("tracker", "roon_tracker", "scheduler"), "running"
+    )
+    assert report["errors"]["errors_last_hour"] == 0
 
 
 @needs_executable
-def test_some_wanted_not_running_is_degraded_and_none_is_unhealthy(tmp_path):
+def test_some_wanted_not_running_is_degraded_and_none_is_unhealthy(tmp_path, cleanup):
     # No config: the trackers need attention and only the scheduler runs.
     headless = Headless(tmp_path, demo=False, env={"AIME_LASTFM_API_KEY": "secret-key-1234567890"}).start("Restored 1 succeeded")
-    try:
-        result = headless.cli("health")
-        assert result.returncode == 1, result.stdout
-        lines = result.stdout.splitlines()
-        assert lines[0].startswith("degraded · up ")
-        assert "  problem: tracker is wanted but needs attention: set lastfm.user in" in "\n".join(lines)
-        assert "secret-key" not in result.stdout
+    cleanup.callback(headless.stop)
+    result = headless.cli("health")
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("degraded · up ")
+    assert "  problem: tracker is wanted but needs attention: set lastfm.user in" in "\n".join(lines)
+    assert "secret-key" not in result.stdout
 
-        assert headless.cli("stop", "scheduler").returncode == 0
-        result = headless.cli("health", "--json")
-        assert result.returncode == 4
-        report = json.loads(result.stdout)
-        assert report["status"] == "unhealthy"
-        assert report["errors"]["errors_last_hour"] >= 1  # the tracker's "needs attention"
-    finally:
-        headless.stop()
+    assert headless.cli("stop", "scheduler").returncode == 0
+    result = headless.cli("health", "--json")
+    assert result.returncode == 4
+    report = json.loads(result.stdout)
+    assert report["status"] == "unhealthy"
+    assert report["errors"]["errors_last_hour"] >= 1  # the tracker's "needs attention"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from test_e2e_tmux import EXECUTABLE
+from instances import EXECUTABLE
+from waits import wait_until
 
 from aime_tui.reports import history
-from aime_tui.store.database import Store
 
 HOUR = 3600.0
 NOW = 1_700_000_000.0
@@ -23,13 +23,16 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    clock = Clock()
-    store = await Store.open(tmp_path / "aime.db", clock=clock)
+def store_clock():
+    return Clock()
+
+
+@pytest.fixture
+async def store(store, store_clock):
+    """The shared store, every service wanted, on a clock the test moves."""
     await store.ensure_defaults({"tracker": (True, None), "roon_tracker": (True, None), "scheduler": (True, "MAINTENANCE")})
-    store.clock = clock
-    yield store
-    await store.close()
+    store.clock = store_clock
+    return store
 
 
 async def at(store, when: float, service: str, before: str, after: str, reason: str) -> None:
@@ -207,7 +210,6 @@ def test_the_history_command_refuses_an_unknown_service(tmp_path):
 
 async def test_h_opens_the_history_screen_and_escape_closes_it(config):
     from scripted import scripted_engine
-    from test_app import wait_until
 
     from aime_tui.ui.app import AimeApp
     from aime_tui.ui.screens.history import HistoryScreen
@@ -215,9 +217,9 @@ async def test_h_opens_the_history_screen_and_escape_closes_it(config):
     engine, _ = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=(110, 40)) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.press("x")  # the user stops the tracker
-        await wait_until(pilot, lambda: app.supervisor.view("tracker").state.value == "stopped")
+        await wait_until(lambda: app.supervisor.view("tracker").state.value == "stopped")
         await pilot.pause(0.1)  # runtime rows are written just after the change
         await pilot.press("h")
         assert isinstance(app.screen, HistoryScreen)
@@ -225,7 +227,7 @@ async def test_h_opens_the_history_screen_and_escape_closes_it(config):
         def shown(name: str) -> str:
             return str(app.screen.query_one(f"#history-{name}").render())
 
-        await wait_until(pilot, lambda: "stopping → stopped  (user)" in shown("tracker"))
+        await wait_until(lambda: "stopping → stopped  (user)" in shown("tracker"))
         tracker = shown("tracker")
         assert "last 24 h  available " in tracker
         assert "wanted → unwanted  (user)" in tracker
@@ -236,7 +238,6 @@ async def test_h_opens_the_history_screen_and_escape_closes_it(config):
 
 async def test_service_keys_do_nothing_over_the_history_screen(config):
     from scripted import scripted_engine
-    from test_app import wait_until
 
     from aime_tui.ui.app import AimeApp
     from aime_tui.ui.screens.history import HistoryScreen
@@ -244,14 +245,14 @@ async def test_service_keys_do_nothing_over_the_history_screen(config):
     engine, services = scripted_engine(config)
     app = AimeApp(engine)
     async with app.run_test(size=(110, 40)) as pilot:
-        await wait_until(pilot, lambda: app.last_summary is not None)
+        await wait_until(lambda: app.last_summary is not None)
         await pilot.press("h")
-        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await wait_until(lambda: isinstance(app.screen, HistoryScreen))
         await pilot.press("x", "space")
         await pilot.pause(0.1)
         assert app.supervisor.view("tracker").wanted and services["tracker"].running
         await pilot.press("escape")
         # Popping a screen finishes after the key is handled: x goes to the table once it is back.
-        await wait_until(pilot, lambda: not isinstance(app.screen, HistoryScreen))
+        await wait_until(lambda: not isinstance(app.screen, HistoryScreen))
         await pilot.press("x")
-        await wait_until(pilot, lambda: not app.supervisor.view("tracker").wanted)
+        await wait_until(lambda: not app.supervisor.view("tracker").wanted)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from stored import stored_plays
-from waits import wait_until as wait_for
+from waits import wait_until
 
 from aime_tui.clients import lastfm as lastfm_api
 from aime_tui.clients.lastfm import (
@@ -65,13 +65,6 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(LastfmTracker, "retry_wait", 0.005)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "aime.db")
-    yield store
-    await store.close()
-
-
 def tracker_config(fake: FakeLastfm, **changes) -> LastfmConfig:
     config = LastfmConfig(api_url=fake.url, api_key=fake.api_key, user=fake.user, interval=3600, rate=1000)
     return replace(config, **changes)
@@ -83,13 +76,6 @@ async def wire(fake: FakeLastfm, **params) -> dict:
              "format": "json", **params}
     async with httpx.AsyncClient() as http:
         return (await http.get(fake.url, params=query)).json()
-
-
-async def wait_until(condition, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def failure_of(client: LastfmClient, **params) -> LastfmError:
@@ -346,7 +332,7 @@ async def test_the_fake_scrobbles_live_while_running():
     live = FakeLastfm(user=USER, api_key=SECRET, plays=2, newest=NEWEST, live_every=0.02)
     await live.start()
     try:
-        await wait_until(lambda: len(live.history) >= 4)
+        await wait_until(lambda: len(live.history) >= 4, timeout=3.0)
     finally:
         await live.stop()
     count = len(live.history)
@@ -382,115 +368,107 @@ async def test_start_without_config_names_the_key_and_the_file(
     assert tracker.status()["running"] is False
 
 
-async def test_first_poll_stores_exactly_the_newest_page_and_sets_the_cursor(fake, store):
+async def test_first_poll_stores_exactly_the_newest_page_and_sets_the_cursor(fake, store, cleanup):
     fake.now_playing = True
     tracker = LastfmTracker(tracker_config(fake), store, clock=lambda: 1234.5)
     await tracker.start()
-    try:
-        assert await stored_plays(store) == fake.history[:200]
-        assert await store.get_cursor(f"lastfm:{USER}") == str(NEWEST)
-        asked = [(request["page"], request["limit"], request.get("from"))
-                 for request in fake.requests]
-        assert asked == [("1", "200", None)]
-        playing = fake.now_playing_track
-        assert tracker.status() == {
-            "running": True,
-            "interval": 3600,
-            "last_check": 1234.5,
-            "tracks_found": 200,
-            "plays_total": 200,
-            "last_error": None,
-            "account": USER,
-            "now_playing": f"{playing.artist} – {playing.title}",
-            "catching_up": None,
-        }
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    assert await stored_plays(store) == fake.history[:200]
+    assert await store.get_cursor(f"lastfm:{USER}") == str(NEWEST)
+    asked = [(request["page"], request["limit"], request.get("from"))
+             for request in fake.requests]
+    assert asked == [("1", "200", None)]
+    playing = fake.now_playing_track
+    assert tracker.status() == {
+        "running": True,
+        "interval": 3600,
+        "last_check": 1234.5,
+        "tracks_found": 200,
+        "plays_total": 200,
+        "last_error": None,
+        "account": USER,
+        "now_playing": f"{playing.artist} – {playing.title}",
+        "catching_up": None,
+    }
 
 
-async def test_next_poll_stores_exactly_the_new_plays(fake, store):
+async def test_next_poll_stores_exactly_the_new_plays(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
-    try:
-        new = fake.add_plays(3)
-        fake.requests.clear()
+    cleanup.push_async_callback(tracker.stop)
+    new = fake.add_plays(3)
+    fake.requests.clear()
 
-        assert await tracker.poll_once() == 3
+    assert await tracker.poll_once() == 3
 
-        assert await stored_plays(store) == fake.history[:203]
-        assert fake.history[:3] == new[::-1]
-        assert await store.count_plays() == 203
-        assert await store.get_cursor(f"lastfm:{USER}") == str(new[-1].played_at)
-        asked = [(request["page"], request["from"]) for request in fake.requests]
-        assert asked == [("1", str(NEWEST))]
-        assert tracker.status()["tracks_found"] == 203
-        assert tracker.status()["now_playing"] is None
+    assert await stored_plays(store) == fake.history[:203]
+    assert fake.history[:3] == new[::-1]
+    assert await store.count_plays() == 203
+    assert await store.get_cursor(f"lastfm:{USER}") == str(new[-1].played_at)
+    asked = [(request["page"], request["from"]) for request in fake.requests]
+    assert asked == [("1", str(NEWEST))]
+    assert tracker.status()["tracks_found"] == 203
+    assert tracker.status()["now_playing"] is None
 
-        assert await tracker.poll_once() == 0
-        assert await store.count_plays() == 203
-    finally:
-        await tracker.stop()
+    assert await tracker.poll_once() == 0
+    assert await store.count_plays() == 203
 
 
-async def test_a_long_gap_is_swept_newest_first_each_page_bounded_by_the_last(fake, store):
+async def test_a_long_gap_is_swept_newest_first_each_page_bounded_by_the_last(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
-    try:
-        fake.add_plays(450)  # 451 plays from the cursor on
-        history = fake.history
-        fake.requests.clear()
+    cleanup.push_async_callback(tracker.stop)
+    fake.add_plays(450)  # 451 plays from the cursor on
+    history = fake.history
+    fake.requests.clear()
 
-        assert await tracker.poll_once() == 450
+    assert await tracker.poll_once() == 450
 
-        assert await stored_plays(store) == history[:650]
-        asked = [(request["page"], request["from"], request.get("to")) for request in fake.requests]
-        # Each request ends (exclusive) just above the oldest second already fetched,
-        # which it asks for again whole: a page may end in the middle of a second.
-        since = str(NEWEST)
-        assert asked == [
-            ("1", since, None),
-            ("1", since, str(history[199].played_at + 1)),
-            ("1", since, str(history[398].played_at + 1)),
-        ]
-        assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
-        assert await store.get_cursor(f"lastfm-gaps:{USER}") is None
-    finally:
-        await tracker.stop()
+    assert await stored_plays(store) == history[:650]
+    asked = [(request["page"], request["from"], request.get("to")) for request in fake.requests]
+    # Each request ends (exclusive) just above the oldest second already fetched,
+    # which it asks for again whole: a page may end in the middle of a second.
+    since = str(NEWEST)
+    assert asked == [
+        ("1", since, None),
+        ("1", since, str(history[199].played_at + 1)),
+        ("1", since, str(history[398].played_at + 1)),
+    ]
+    assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
+    assert await store.get_cursor(f"lastfm-gaps:{USER}") is None
 
 
-async def test_a_pass_cut_short_keeps_what_it_stored_and_resumes_with_no_gap(fake, store):
+async def test_a_pass_cut_short_keeps_what_it_stored_and_resumes_with_no_gap(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
-    try:
-        fake.add_plays(450)  # 451 plays from the cursor on: three pages
-        history = fake.history
-        fake.inject("slow", delay=0)  # the newest page
-        fake.inject("http_500", times=3)  # every try of the next
+    cleanup.push_async_callback(tracker.stop)
+    fake.add_plays(450)  # 451 plays from the cursor on: three pages
+    history = fake.history
+    fake.inject("slow", delay=0)  # the newest page
+    fake.inject("http_500", times=3)  # every try of the next
 
-        with pytest.raises(LastfmError, match="HTTP 500"):
-            await tracker.poll_once()
-        # The newest page but its oldest second joined the first poll's 200 plays; the
-        # cursor is the newest play, and the gap below it is kept.
-        assert await stored_plays(store) == history[:199] + history[450:650]
-        assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
-        assert json.loads(await store.get_cursor(f"lastfm-gaps:{USER}")) == [
-            {"low": NEWEST, "high": history[199].played_at + 1, "second_page": 0, "remaining": 252}
-        ]
-        assert "HTTP 500" in tracker.status()["last_error"]
-        assert tracker.status()["catching_up"] == 252
+    with pytest.raises(LastfmError, match="HTTP 500"):
+        await tracker.poll_once()
+    # The newest page but its oldest second joined the first poll's 200 plays; the
+    # cursor is the newest play, and the gap below it is kept.
+    assert await stored_plays(store) == history[:199] + history[450:650]
+    assert await store.get_cursor(f"lastfm:{USER}") == str(history[0].played_at)
+    assert json.loads(await store.get_cursor(f"lastfm-gaps:{USER}")) == [
+        {"low": NEWEST, "high": history[199].played_at + 1, "second_page": 0, "remaining": 252}
+    ]
+    assert "HTTP 500" in tracker.status()["last_error"]
+    assert tracker.status()["catching_up"] == 252
 
-        fake.requests.clear()
-        assert await tracker.poll_once() == 251
-        assert await stored_plays(store) == history[:650]
-        assert fake.requests[1]["to"] == str(history[199].played_at + 1)
-        assert tracker.status()["last_error"] is None
-        assert tracker.status()["tracks_found"] == 650
-        assert tracker.status()["catching_up"] is None
-    finally:
-        await tracker.stop()
+    fake.requests.clear()
+    assert await tracker.poll_once() == 251
+    assert await stored_plays(store) == history[:650]
+    assert fake.requests[1]["to"] == str(history[199].played_at + 1)
+    assert tracker.status()["last_error"] is None
+    assert tracker.status()["tracks_found"] == 650
+    assert tracker.status()["catching_up"] is None
 
 
-async def test_start_makes_one_request_and_the_loop_catches_up_the_gap(fake, store):
+async def test_start_makes_one_request_and_the_loop_catches_up_the_gap(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake, interval=3600), store)
     await tracker.start()
     await tracker.stop()
@@ -498,14 +476,12 @@ async def test_start_makes_one_request_and_the_loop_catches_up_the_gap(fake, sto
     fake.requests.clear()
 
     await tracker.start()
-    try:
-        assert len(fake.requests) == 1, "start() proves the account answers, no more"
-        assert tracker.status()["catching_up"] == 1001 - 199
-        await wait_until(lambda: tracker.status()["catching_up"] is None)
-        assert await stored_plays(store) == fake.history[:1200]
-        assert tracker.status()["tracks_found"] == 1200
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    assert len(fake.requests) == 1, "start() proves the account answers, no more"
+    assert tracker.status()["catching_up"] == 1001 - 199
+    await wait_until(lambda: tracker.status()["catching_up"] is None, timeout=3.0)
+    assert await stored_plays(store) == fake.history[:1200]
+    assert tracker.status()["tracks_found"] == 1200
 
 
 @pytest.mark.parametrize(
@@ -517,26 +493,24 @@ async def test_start_makes_one_request_and_the_loop_catches_up_the_gap(fake, sto
     ],
 )
 async def test_the_poll_loop_stores_new_plays_then_reports_a_classified_fault(
-    fake, store, kind, params, expected
+    fake, store, kind, params, expected, cleanup
 ):
     faults: list[BaseException] = []
     tracker = LastfmTracker(tracker_config(fake, interval=0.05), store)
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     await tracker.start()
-    try:
-        fake.add_plays(2)
-        await wait_until(lambda: tracker.status()["tracks_found"] == 202)
+    cleanup.push_async_callback(tracker.stop)
+    fake.add_plays(2)
+    await wait_until(lambda: tracker.status()["tracks_found"] == 202, timeout=3.0)
 
-        fake.inject(kind, **params)
-        await wait_until(lambda: faults)
+    fake.inject(kind, **params)
+    await wait_until(lambda: faults, timeout=3.0)
 
-        assert type(faults[0]) is expected
-        status = tracker.status()
-        assert status["running"] is False
-        assert status["last_error"] == str(faults[0])
-        assert await stored_plays(store) == fake.history[:202]
-    finally:
-        await tracker.stop()
+    assert type(faults[0]) is expected
+    status = tracker.status()
+    assert status["running"] is False
+    assert status["last_error"] == str(faults[0])
+    assert await stored_plays(store) == fake.history[:202]
 
 
 async def test_start_fails_with_the_reason_when_the_key_is_bad(fake, store):
@@ -583,26 +557,24 @@ async def test_starting_again_replaces_the_previous_client_and_loop(fake, store)
         await tracker.start()
         assert tracker.status()["running"] is True
         assert len(poll_loops()) == 1
-        await wait_until(lambda: fake.open_connections == 1)  # the old client's socket closed
+        await wait_until(lambda: fake.open_connections == 1, timeout=3.0)  # the old client's socket closed
     finally:
         await tracker.stop()
     assert poll_loops() == []
-    await wait_until(lambda: fake.open_connections == 0)
+    await wait_until(lambda: fake.open_connections == 0, timeout=3.0)
 
 
-async def test_reset_connections_drops_the_pooled_socket(fake, store):
+async def test_reset_connections_drops_the_pooled_socket(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake), store)
     await tracker.start()
-    try:
-        await tracker.poll_once()
-        assert fake.connections_accepted == 1  # the pool reuses one socket
+    cleanup.push_async_callback(tracker.stop)
+    await tracker.poll_once()
+    assert fake.connections_accepted == 1  # the pool reuses one socket
 
-        await tracker.reset_connections()
-        fake.add_plays(1)
-        assert await tracker.poll_once() == 1
-        assert fake.connections_accepted == 2
-    finally:
-        await tracker.stop()
+    await tracker.reset_connections()
+    fake.add_plays(1)
+    assert await tracker.poll_once() == 1
+    assert fake.connections_accepted == 2
 
 
 # -- through the supervisor ------------------------------------------------------------
@@ -628,7 +600,7 @@ async def supervised(fake, store):
 
 
 async def settled(supervisor: Supervisor, *states: RunState) -> ServiceView:
-    await wait_until(lambda: supervisor.view("tracker").state in states)
+    await wait_until(lambda: supervisor.view("tracker").state in states, timeout=3.0)
     return supervisor.view("tracker")
 
 
@@ -712,7 +684,7 @@ async def test_supervised_transient_faults_back_off_with_jitter_and_recover(
 
     await supervisor.retry_now("tracker")  # fails again: the wait doubles
     await wait_until(lambda: supervisor.view("tracker").retry_in is not None
-                     and supervisor.view("tracker").retry_in > 5)
+                     and supervisor.view("tracker").retry_in > 5, timeout=3.0)
     assert 9.5 < supervisor.view("tracker").retry_in <= 10.0
 
     await supervisor.retry_now("tracker")  # the fault is gone: running, nothing lost
@@ -733,7 +705,7 @@ async def test_supervised_faults_while_polling_end_in_the_right_state(fake, stor
     await settled(supervisor, RunState.RUNNING)
     assert len(fake.requests) == asked + 1
     fake.add_plays(2)
-    await wait_until(lambda: tracker.status()["tracks_found"] == 202)
+    await wait_until(lambda: tracker.status()["tracks_found"] == 202, timeout=3.0)
     fake.inject("error", code=17, message="Login: User required to be logged in")
     view = await settled(supervisor, RunState.NEEDS_ATTENTION)
     assert "error 17" in view.reason and "privacy settings" in view.reason
@@ -976,19 +948,17 @@ async def test_requests_are_paced_by_the_shared_bucket(fake):
     assert len(fake.requests) == 6
 
 
-async def test_a_spurious_error_6_does_not_stop_a_running_tracker(fake, store):
+async def test_a_spurious_error_6_does_not_stop_a_running_tracker(fake, store, cleanup):
     faults: list[BaseException] = []
     tracker = LastfmTracker(tracker_config(fake, interval=0.02), store)
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     await tracker.start()
-    try:
-        fake.inject("error", code=6, message="User not found", status=404)
-        fake.add_plays(2)
-        await wait_for(lambda: tracker.status()["tracks_found"] == 202, what="the two new plays")
-        assert faults == []
-        assert await stored_plays(store) == fake.history[:202]
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    fake.inject("error", code=6, message="User not found", status=404)
+    fake.add_plays(2)
+    await wait_until(lambda: tracker.status()["tracks_found"] == 202, what="the two new plays")
+    assert faults == []
+    assert await stored_plays(store) == fake.history[:202]
 
 
 async def test_the_same_account_in_another_case_is_one_history(store):
@@ -1008,7 +978,7 @@ async def test_the_same_account_in_another_case_is_one_history(store):
     assert names == ["lastfm:bars"]
 
 
-async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path):
+async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path, cleanup):
     import sqlite3
 
     from aime_tui.store.database import MIGRATIONS
@@ -1031,18 +1001,16 @@ async def test_a_migration_merges_an_account_stored_under_two_cases(tmp_path):
             ("backfill:lastfm:bars", '{"to": 200, "done": false}', 2.0),
         ])
     store = await Store.open(path)
-    try:
-        plays = sorted((p.account, p.played_at, p.artist) for p in await stored_plays(store, 10))
-        assert plays == [("Bars", 100, "A"), ("Bars", 200, "B"), ("Bars", 300, "C"), ("other", 100, "A")]
-        assert await store.get_cursor("lastfm:bars") == "200"  # the older: a catch-up overlaps
-        assert json.loads(await store.get_cursor("backfill:lastfm:bars"))["done"] is True
-        names = {name for (name,) in await (await store.db.execute("SELECT name FROM cursors")).fetchall()}
-        assert names == {"lastfm:bars", "backfill:lastfm:bars"}
-    finally:
-        await store.close()
+    cleanup.push_async_callback(store.close)
+    plays = sorted((p.account, p.played_at, p.artist) for p in await stored_plays(store, 10))
+    assert plays == [("Bars", 100, "A"), ("Bars", 200, "B"), ("Bars", 300, "C"), ("other", 100, "A")]
+    assert await store.get_cursor("lastfm:bars") == "200"  # the older: a catch-up overlaps
+    assert json.loads(await store.get_cursor("backfill:lastfm:bars"))["done"] is True
+    names = {name for (name,) in await (await store.db.execute("SELECT name FROM cursors")).fetchall()}
+    assert names == {"lastfm:bars", "backfill:lastfm:bars"}
 
 
-async def test_the_dashboard_shows_the_catch_up_progress(fake, store):
+async def test_the_dashboard_shows_the_catch_up_progress(fake, store, cleanup):
     from aime_tui.ui.cells import detail_text
 
     tracker = LastfmTracker(tracker_config(fake), store)
@@ -1052,9 +1020,7 @@ async def test_the_dashboard_shows_the_catch_up_progress(fake, store):
     fake.inject("slow", delay=0)  # the newest page answers
     fake.inject("hang")  # the gap's first page does not: the gap stays to fetch
     await tracker.start()
-    try:
-        view = ServiceView(name="tracker", state=RunState.RUNNING, wanted=True, mode=None, reason=None,
-                           retry_in=None, restarts=0, status=tracker.status())
-        assert "catching up: 802 plays to fetch" in detail_text(view).split(" · ")
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    view = ServiceView(name="tracker", state=RunState.RUNNING, wanted=True, mode=None, reason=None,
+                       retry_in=None, restarts=0, status=tracker.status())
+    assert "catching up: 802 plays to fetch" in detail_text(view).split(" · ")

@@ -197,29 +197,27 @@ async def test_a_user_stop_ends_the_problem_without_a_message(watched, webhook):
     assert len(webhook.messages) == 1
 
 
-async def test_what_happens_while_a_message_waits_joins_it(config, webhook):
+async def test_what_happens_while_a_message_waits_joins_it(config, webhook, cleanup):
     engine, services = scripted_engine(config, engine={"rng": lambda: 0.0})
     supervisor = await engine.open()
     notifier = Notifier(supervisor, [webhook.url], after=30, settle=30, spacing=0.5, gather=0.05, retry_delays=())
     notifier.start()
-    try:
-        await supervisor.restore("launch")
-        services["tracker"].break_now(NeedsAttention("set lastfm.user"))
-        await wait_until(lambda: webhook.messages, what="the first message")
-        services["roon_tracker"].break_now(NeedsAttention("approve the extension"))
-        services["scheduler"].break_now(NeedsAttention("the backup directory is not writable"))
-        await wait_until(lambda: len(webhook.messages) == 2, what="the second message")
-        assert webhook.bodies()[1] == (
-            "roon_tracker needs attention: approve the extension\n"
-            "scheduler needs attention: the backup directory is not writable"
-        )
-        await quiet(webhook, notifier)
-    finally:
-        await notifier.close()
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    cleanup.push_async_callback(notifier.close)
+    await supervisor.restore("launch")
+    services["tracker"].break_now(NeedsAttention("set lastfm.user"))
+    await wait_until(lambda: webhook.messages, what="the first message")
+    services["roon_tracker"].break_now(NeedsAttention("approve the extension"))
+    services["scheduler"].break_now(NeedsAttention("the backup directory is not writable"))
+    await wait_until(lambda: len(webhook.messages) == 2, what="the second message")
+    assert webhook.bodies()[1] == (
+        "roon_tracker needs attention: approve the extension\n"
+        "scheduler needs attention: the backup directory is not writable"
+    )
+    await quiet(webhook, notifier)
 
 
-async def test_a_failing_webhook_is_retried_a_few_times_then_given_up(config, webhook, caplog):
+async def test_a_failing_webhook_is_retried_a_few_times_then_given_up(config, webhook, caplog, cleanup):
     webhook.failing = 100
     secret_url = webhook.url.replace("json://", "json://ana:hunter2secret@")
     engine, services = scripted_engine(config, engine={"rng": lambda: 0.0})
@@ -228,39 +226,35 @@ async def test_a_failing_webhook_is_retried_a_few_times_then_given_up(config, we
     notifier = Notifier(supervisor, [secret_url], after=30, settle=30, spacing=0.1, gather=0.0,
                         retry_delays=(0.05, 0.05), on_notice=lambda text, level: notices.append(text))
     notifier.start()
-    try:
-        with caplog.at_level(logging.DEBUG):
-            await supervisor.restore("launch")
-            services["tracker"].break_now(NeedsAttention("set lastfm.user"))
-            await wait_until(lambda: notices and "not delivered" in notices[-1], what="the given-up notice")
-            await asyncio.sleep(0.3)
-        assert webhook.posts == 3, "three attempts, then no more"
-        assert "after 3 attempts" in notices[-1] and "ana:****@127.0.0.1" in notices[-1]
-        assert "hunter2secret" not in caplog.text and "hunter2secret" not in " ".join(notices)
-    finally:
-        await notifier.close()
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    cleanup.push_async_callback(notifier.close)
+    with caplog.at_level(logging.DEBUG):
+        await supervisor.restore("launch")
+        services["tracker"].break_now(NeedsAttention("set lastfm.user"))
+        await wait_until(lambda: notices and "not delivered" in notices[-1], what="the given-up notice")
+        await asyncio.sleep(0.3)
+    assert webhook.posts == 3, "three attempts, then no more"
+    assert "after 3 attempts" in notices[-1] and "ana:****@127.0.0.1" in notices[-1]
+    assert "hunter2secret" not in caplog.text and "hunter2secret" not in " ".join(notices)
 
 
-async def test_an_unknown_url_is_said_once_masked_and_the_others_still_get_messages(config, webhook):
+async def test_an_unknown_url_is_said_once_masked_and_the_others_still_get_messages(config, webhook, cleanup):
     engine, services = scripted_engine(config, engine={"rng": lambda: 0.0})
     supervisor = await engine.open()
     notices = []
     notifier = Notifier(supervisor, ["nosuchscheme://token-abcdef123456", webhook.url], after=30, **QUICK,
                         on_notice=lambda text, level: notices.append(text))
     notifier.start()
-    try:
-        await wait_until(lambda: notices, what="the notice about the bad URL")
-        assert notices == ["notify: nosuchscheme://********3456 is not a URL Apprise knows; skipped"]
-        services["tracker"].failures = [NeedsAttention("set lastfm.user")]
-        await supervisor.restore("launch")
-        await wait_until(lambda: webhook.messages, what="the message to the good URL")
-    finally:
-        await notifier.close()
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    cleanup.push_async_callback(notifier.close)
+    await wait_until(lambda: notices, what="the notice about the bad URL")
+    assert notices == ["notify: nosuchscheme://********3456 is not a URL Apprise knows; skipped"]
+    services["tracker"].failures = [NeedsAttention("set lastfm.user")]
+    await supervisor.restore("launch")
+    await wait_until(lambda: webhook.messages, what="the message to the good URL")
 
 
-async def test_the_engine_notifies_when_notify_urls_are_configured(config, webhook):
+async def test_the_engine_notifies_when_notify_urls_are_configured(config, webhook, cleanup):
     from aime_tui.config import NotifyConfig
 
     from aime_tui.core.model import LogEvent
@@ -270,14 +264,12 @@ async def test_the_engine_notifies_when_notify_urls_are_configured(config, webho
     notices = []
     engine.bus.subscribe(lambda event: isinstance(event, LogEvent) and notices.append(event.text))
     supervisor = await engine.open()
-    try:
-        assert engine.notifier is not None
-        await supervisor.restore("launch")
-        await wait_until(lambda: webhook.messages, what="the restoration message")
-        assert webhook.bodies() == ["Restoration after launch: 1 of 3 services failed — roon_tracker: no answer"]
-        assert "notify: nosuchscheme://********ijkl is not a URL Apprise knows; skipped" in notices, "on the bus"
-    finally:
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    assert engine.notifier is not None
+    await supervisor.restore("launch")
+    await wait_until(lambda: webhook.messages, what="the restoration message")
+    assert webhook.bodies() == ["Restoration after launch: 1 of 3 services failed — roon_tracker: no answer"]
+    assert "notify: nosuchscheme://********ijkl is not a URL Apprise knows; skipped" in notices, "on the bus"
 
 
 def test_a_launch_without_notify_or_http_imports_neither(tmp_path):

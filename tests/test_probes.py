@@ -105,7 +105,7 @@ async def _healthy(http):
     return response if response.status_code == 200 else None
 
 
-async def test_health_is_unhealthy_when_no_wanted_service_runs_and_unknown_paths_are_404(config):
+async def test_health_is_unhealthy_when_no_wanted_service_runs_and_unknown_paths_are_404(config, cleanup):
     from aime_tui.core.faults import NeedsAttention
     from scripted import scripted_engine
 
@@ -115,17 +115,15 @@ async def test_health_is_unhealthy_when_no_wanted_service_runs_and_unknown_paths
         config.with_overrides(http=HttpConfig("127.0.0.1", port)), tracker=failing, roon_tracker=failing, scheduler=failing
     )
     supervisor = await engine.open()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            await wait_until(lambda: answers(http, "/ready"), what="the probe server listening")
-            await supervisor.restore("launch")
-            health = await http.get("/health")
-            assert health.status_code == 503 and health.json()["status"] == "unhealthy"
-            assert (await http.get("/ready")).status_code == 200, "restored, however it went"
-            assert (await http.get("/nope")).status_code == 404
-            assert (await http.post("/health")).status_code == 405
-    finally:
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        await wait_until(lambda: answers(http, "/ready"), what="the probe server listening")
+        await supervisor.restore("launch")
+        health = await http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        assert (await http.get("/ready")).status_code == 200, "restored, however it went"
+        assert (await http.get("/nope")).status_code == 404
+        assert (await http.post("/health")).status_code == 405
 
 
 async def test_a_taken_port_is_one_notice_and_the_instance_runs_on(config):
@@ -164,19 +162,17 @@ def test_listen_is_loopback_unless_an_address_is_written(tmp_path):
             listen(bad)
 
 
-async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready(config):
+async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready(config, cleanup):
     from scripted import scripted_engine
 
     port = free_port()
     engine, _ = scripted_engine(config.with_overrides(http=HttpConfig("127.0.0.1", port)))
     supervisor = await engine.open()
-    try:
-        await supervisor.restore("launch")  # at once: the server is still loading
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            ready = await wait_until(lambda: answers(http, "/ready"), what="the probe server listening")
-            assert ready.status_code == 200
-    finally:
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    await supervisor.restore("launch")  # at once: the server is still loading
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        ready = await wait_until(lambda: answers(http, "/ready"), what="the probe server listening")
+        assert ready.status_code == 200
 
 
 def test_a_headless_instance_serves_the_probes_until_sigterm(tmp_path):

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_e2e_tmux import EXECUTABLE, TmuxSession, row
+from instances import EXECUTABLE, TmuxSession, row, running
+from waits import wait_until_sync
 
 from aime_tui.core.instance import AlreadyRunning, InstanceLock
 
@@ -75,41 +76,26 @@ def test_headless_stops_cleanly_on_signals(tmp_path, signum):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_the_dashboard_in_tmux_stops_cleanly_on_signals(tmp_path, signum):
+def test_the_dashboard_in_tmux_stops_cleanly_on_signals(tmp_path, signum, cleanup):
     session = TmuxSession(tmp_path)
     data_dir = tmp_path / "data"
-    try:
-        session.launch(
-            "--demo", "--data-dir", str(data_dir),
-            env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "none.toml")},
-        )
-        screen = session.wait_for("Restored 3 succeeded")
-        assert "● running" in row(screen, "scheduler")
-        pid = int((data_dir / "aime.lock").read_text())
-        began = time.monotonic()
-        os.kill(pid, signum)
-        session.wait_gone(timeout=5)
-        wait_exited(pid)
-        assert time.monotonic() - began < 2.5
-        assert_clean_database(data_dir / "aime.db")
-        # The services were stopped, not forgotten: all still wanted.
-        with sqlite3.connect(data_dir / "aime.db") as db:
-            assert db.execute("SELECT SUM(is_active) FROM service_states").fetchone() == (3,)
-    finally:
-        session.kill()
-
-
-def wait_exited(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        if state == "Z":  # exited, waiting for its parent to reap it
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"pid {pid} still running {timeout} s after the signal")
+    cleanup.callback(session.kill)
+    session.launch(
+        "--demo", "--data-dir", str(data_dir),
+        env={"AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "none.toml")},
+    )
+    screen = session.wait_for("Restored 3 succeeded")
+    assert "● running" in row(screen, "scheduler")
+    pid = int((data_dir / "aime.lock").read_text())
+    began = time.monotonic()
+    os.kill(pid, signum)
+    session.wait_gone(timeout=5)
+    wait_until_sync(lambda: not running(pid), what=f"pid {pid} gone after the signal")
+    assert time.monotonic() - began < 2.5
+    assert_clean_database(data_dir / "aime.db")
+    # The services were stopped, not forgotten: all still wanted.
+    with sqlite3.connect(data_dir / "aime.db") as db:
+        assert db.execute("SELECT SUM(is_active) FROM service_states").fetchone() == (3,)
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 20.0) -> None:
@@ -158,9 +144,7 @@ def test_losing_the_terminal_without_a_signal_leaves_the_services_running(tmp_pa
     try:
         assert process.wait(5) == 0, "the launching process lets the shell go"
         log = data_dir / "aime.log"
-        deadline = time.monotonic() + 5
-        while "running on in the background" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_sync(lambda: "running on in the background" in log.read_text(), what="the hand-over logged")
         # Seen by a failed write or by the terminal check, whichever comes first: no signal.
         assert "terminal lost (" in log.read_text() and "SIGHUP" not in log.read_text()
         before = _cpu_ticks(host)
@@ -169,7 +153,7 @@ def test_losing_the_terminal_without_a_signal_leaves_the_services_running(tmp_pa
         assert all(os.readlink(f"/proc/{host}/fd/{fd}") == "/dev/null" for fd in (0, 1, 2))
         began = time.monotonic()
         os.kill(host, signal.SIGTERM)
-        wait_exited(host)
+        wait_until_sync(lambda: not running(host), what=f"pid {host} gone after SIGTERM")
         assert time.monotonic() - began < 2.0
     finally:
         if process.poll() is None:

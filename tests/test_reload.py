@@ -9,7 +9,7 @@ import logging
 import sqlite3
 
 import pytest
-from test_supervisor import until, wait_for_state
+from waits import wait_until
 
 from aime_tui.config import load_config
 from aime_tui.core.model import LogEvent, RunState
@@ -64,13 +64,13 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
             and failures.append(event.text)
         )
         await supervisor.retry_now("tracker")
-        await until(lambda: failures, "the retry failing again")
+        await wait_until(lambda: failures, timeout=3.0, what="the retry failing again")
         assert failures == [f"tracker needs attention: set lastfm.api_key in {path}"]
         assert notices == [] and lastfm.requests == []
 
         write_config(path, lastfm, key=KEY)
         await supervisor.retry_now("tracker")
-        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
+        await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
         assert [text for text, _ in notices] == [
             f"read {path} again: each service takes its settings at its next start"
         ]
@@ -78,8 +78,8 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
 
         # The scheduler is up and waiting: a retry restarts it, and it backfills now.
         await supervisor.retry_now("scheduler")
-        await wait_for_state(supervisor, "scheduler", RunState.RUNNING)
-        await until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, "a backfill page stored")
+        await wait_until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, timeout=3.0)
+        await wait_until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, timeout=3.0, what="a backfill page stored")
         assert supervisor.view("scheduler").status["mode"] == "MASSIVE"
 
         # A file that no longer reads is said once; the settings read before stay.
@@ -87,7 +87,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
         await supervisor.retry_now("scheduler")  # running: nothing to retry, nothing read
-        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
+        await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
         errors = [text for text, level in notices if level == logging.ERROR]
         assert len(errors) == 1 and f"{path}: not valid TOML" in errors[0]
         assert "keeping the settings read before" in errors[0]
@@ -99,7 +99,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] > 0
 
 
-async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothing(tmp_path, lastfm):
+async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothing(tmp_path, lastfm, cleanup):
     path = tmp_path / "config.toml"
     write_config(path, lastfm, key=KEY)
     config = load_config(config_path=path, data_dir=tmp_path / "data", env={})
@@ -108,39 +108,37 @@ async def test_a_running_service_keeps_its_settings_and_a_bad_file_changes_nothi
     engine.bus.subscribe(lambda event: config_notice(event, path) and notices.append((event.text, event.level)))
     supervisor = await engine.open()
     scheduler = supervisor.service("scheduler")
-    try:
-        await supervisor.restore("launch")
-        await until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, "the backfill under way")
-        cursor = scheduler.cursor_name
-        assert cursor == f"backfill:lastfm:{lastfm.user}"
+    cleanup.push_async_callback(engine.close)
+    await supervisor.restore("launch")
+    await wait_until(lambda: supervisor.view("scheduler").status["pages_done"] >= 1, timeout=3.0, what="the backfill under way")
+    cursor = scheduler.cursor_name
+    assert cursor == f"backfill:lastfm:{lastfm.user}"
 
-        # A new poll interval in the file, then the tracker restarts: it takes it; the
-        # scheduler, running meanwhile, keeps what it started with (and its cursor).
-        path.write_text(path.read_text().replace(f'user = "{lastfm.user}"\n', f'user = "{lastfm.user}"\ninterval = 77\n'))
-        await supervisor.stop("tracker")
-        await supervisor.start("tracker")
-        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
-        assert supervisor.view("tracker").status["interval"] == 77
-        assert scheduler.lastfm.interval == 120 and scheduler.cursor_name == cursor
-        assert supervisor.view("scheduler").state is RunState.RUNNING
+    # A new poll interval in the file, then the tracker restarts: it takes it; the
+    # scheduler, running meanwhile, keeps what it started with (and its cursor).
+    path.write_text(path.read_text().replace(f'user = "{lastfm.user}"\n', f'user = "{lastfm.user}"\ninterval = 77\n'))
+    await supervisor.stop("tracker")
+    await supervisor.start("tracker")
+    await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
+    assert supervisor.view("tracker").status["interval"] == 77
+    assert scheduler.lastfm.interval == 120 and scheduler.cursor_name == cursor
+    assert supervisor.view("scheduler").state is RunState.RUNNING
 
-        # A file that is not UTF-8: said once, and the start goes ahead on what was read before.
-        path.write_bytes(path.read_bytes() + "# Zoé\n".encode("latin-1"))
-        await supervisor.stop("tracker")
-        await supervisor.start("tracker")
-        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
-        assert supervisor.view("tracker").status["interval"] == 77
-        text, level = notices[-1]
-        assert level == logging.ERROR and text.startswith(f"{path}: not UTF-8 text")
-        assert text.endswith("(keeping the settings read before)")
+    # A file that is not UTF-8: said once, and the start goes ahead on what was read before.
+    path.write_bytes(path.read_bytes() + "# Zoé\n".encode("latin-1"))
+    await supervisor.stop("tracker")
+    await supervisor.start("tracker")
+    await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
+    assert supervisor.view("tracker").status["interval"] == 77
+    text, level = notices[-1]
+    assert level == logging.ERROR and text.startswith(f"{path}: not UTF-8 text")
+    assert text.endswith("(keeping the settings read before)")
 
-        # A file gone (deleted, or caught mid-save): the settings read before stay.
-        path.unlink()
-        await supervisor.stop("tracker")
-        await supervisor.start("tracker")
-        await wait_for_state(supervisor, "tracker", RunState.RUNNING)
-        assert supervisor.view("tracker").status["interval"] == 77
-        assert notices[-1] == (f"config file {path} is gone (keeping the settings read before)", logging.WARNING)
-        assert engine.config.lastfm.api_key == KEY
-    finally:
-        await engine.close()
+    # A file gone (deleted, or caught mid-save): the settings read before stay.
+    path.unlink()
+    await supervisor.stop("tracker")
+    await supervisor.start("tracker")
+    await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
+    assert supervisor.view("tracker").status["interval"] == 77
+    assert notices[-1] == (f"config file {path} is gone (keeping the settings read before)", logging.WARNING)
+    assert engine.config.lastfm.api_key == KEY

@@ -10,7 +10,6 @@ listening take fractions of a second.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sqlite3
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import serve
 from stored import stored_plays
+from waits import wait_until
 
 from aime_tui.clients.moo import (
     JSON_TYPE,
@@ -48,31 +48,10 @@ from aime_tui.store.database import Store
 ZONE = "Living Room"
 
 
-async def until(condition, timeout: float = 3.0, what: str = "condition") -> None:
-    """Poll `condition` (plain or async) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def fast_clock(scale: float):
     """A wall clock running `scale` times faster than real time, like the fake's tracks."""
     wall, origin = time.time(), time.monotonic()
     return lambda: wall + (time.monotonic() - origin) * scale
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "aime.db")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -362,7 +341,7 @@ async def test_a_saved_token_the_core_no_longer_accepts_asks_to_enable_not_appro
     assert "enable it in Roon → Settings → Extensions" in REAPPROVE_HINT
     assert core.registrations == ["token-from-before"]
     core.approve()
-    await until(lambda: tracker.attention is None, what="the Core to accept")
+    await wait_until(lambda: tracker.attention is None, timeout=3.0, what="the Core to accept")
     assert tracker.status()["zones"] == 2
 
 
@@ -374,7 +353,7 @@ async def test_stopping_while_waiting_for_approval_leaves_nothing_behind(roon, s
     await tracker.start()
     assert tracker.attention == APPROVE_HINT
     await tracker.stop()  # at once: the background wait for approval has not even begun
-    await until(lambda: core.connected == 0, what="the session to close")
+    await wait_until(lambda: core.connected == 0, timeout=3.0, what="the session to close")
     assert tracker.attention is None and tracker.status()["running"] is False
     core.approve()
     await asyncio.sleep(0.05)  # an answer would have nowhere to go now
@@ -390,7 +369,7 @@ async def test_a_lost_connection_while_waiting_is_a_fault(roon, tracker_for):
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     await tracker.start()
     await core.drop_connections()
-    await until(lambda: faults, what="the fault")
+    await wait_until(lambda: faults, timeout=3.0, what="the fault")
     await asyncio.sleep(0.05)
     [fault] = faults  # once, from the reader; the waiting registration stays quiet
     assert f"lost the connection to Roon Core at 127.0.0.1:{core.port}" in str(fault)
@@ -448,11 +427,11 @@ async def test_subscription_reports_zones_and_now_playing(roon, tracker_for):
         assert entry["state"] == "playing"
 
     # Seek positions follow the Core, and pausing shows.
-    await until(lambda: tracker.status()["now_playing"][1]["seek"] >= 2, what="seek progress")
+    await wait_until(lambda: tracker.status()["now_playing"][1]["seek"] >= 2, timeout=3.0, what="seek progress")
     core.pause("Kitchen")
-    await until(lambda: tracker.status()["now_playing"][0]["state"] == "paused", what="Kitchen paused")
+    await wait_until(lambda: tracker.status()["now_playing"][0]["state"] == "paused", timeout=3.0, what="Kitchen paused")
     core.set_track(ZONE, "Nils Frahm", "Ode", "Solo", 200)
-    await until(lambda: tracker.status()["now_playing"][1]["title"] == "Ode", what="the new track")
+    await wait_until(lambda: tracker.status()["now_playing"][1]["title"] == "Ode", timeout=3.0, what="the new track")
 
 
 async def test_zones_coming_and_going_are_followed(roon, tracker_for):
@@ -460,13 +439,13 @@ async def test_zones_coming_and_going_are_followed(roon, tracker_for):
     tracker = tracker_for(core)
     await tracker.start()
     core.add_zone("Garden")
-    await until(lambda: tracker.status()["zones"] == 2, what="the new zone")
+    await wait_until(lambda: tracker.status()["zones"] == 2, timeout=3.0, what="the new zone")
     garden = {entry["zone"]: entry for entry in tracker.status()["now_playing"]}["Garden"]
     assert (garden["artist"], garden["title"]) == (core.current_track("Garden").artist,
                                                    core.current_track("Garden").title)
 
     core.remove_zone("Garden")  # Roon sends only the id of a removed zone
-    await until(lambda: tracker.status()["zones"] == 1, what="the zone to go")
+    await wait_until(lambda: tracker.status()["zones"] == 1, timeout=3.0, what="the zone to go")
     assert [entry["zone"] for entry in tracker.status()["now_playing"]] == [ZONE]
     assert tracker.status()["running"] is True
 
@@ -474,7 +453,7 @@ async def test_zones_coming_and_going_are_followed(roon, tracker_for):
 async def test_pings_from_the_core_are_answered(roon, tracker_for):
     core = await roon(ping_interval=0.05)
     await tracker_for(core).start()
-    await until(lambda: core.pings_answered >= 3, what="three answered pings")
+    await wait_until(lambda: core.pings_answered >= 3, timeout=3.0, what="three answered pings")
 
 
 # -- play detection ---------------------------------------------------------------------
@@ -490,11 +469,11 @@ async def test_a_track_heard_to_the_end_is_stored_exactly_once(fast_core, store,
     clock = fast_clock(100)
     started = clock()
     fast_core.set_track(ZONE, "Sault", "Wildfires", "Untitled (Black Is)", 40)
-    await until(lambda: fast_core.seek_position(ZONE) >= 10, what="10 s played")
+    await wait_until(lambda: fast_core.seek_position(ZONE) >= 10, timeout=3.0, what="10 s played")
     # Joining mid-track: the 20 s needed are counted from here, the start is dated back.
     tracker = tracker_for(fast_core, clock=clock)
     await tracker.start()
-    await until(moved_on_from(tracker, "Wildfires"), what="the tracker past the track's end")
+    await wait_until(moved_on_from(tracker, "Wildfires"), timeout=3.0, what="the tracker past the track's end")
 
     [play] = await plays_titled(store, "Wildfires")
     assert (play.source, play.account, play.artist) == ("roon", fast_core.core_id, "Sault")
@@ -510,9 +489,9 @@ async def test_a_track_started_again_is_a_new_play(fast_core, store, tracker_for
     tracker = tracker_for(fast_core, clock=fast_clock(100))
     await tracker.start()
     fast_core.set_track(ZONE, "Burial", "Archangel", "Untrue", 100)
-    await until(lambda: plays_titled(store, "Archangel"), what="the first play")
+    await wait_until(lambda: plays_titled(store, "Archangel"), timeout=3.0, what="the first play")
     fast_core.set_track(ZONE, "Burial", "Archangel", "Untrue", 100)  # back to the start
-    await until(async_len_is(store, "Archangel", 2), what="the second play")
+    await wait_until(async_len_is(store, "Archangel", 2), timeout=3.0, what="the second play")
     first, second = sorted(play.played_at for play in await plays_titled(store, "Archangel"))
     assert second - first >= 40
 
@@ -528,9 +507,9 @@ async def test_a_track_skipped_before_half_stores_nothing(fast_core, store, trac
     tracker = tracker_for(fast_core, clock=fast_clock(100))
     await tracker.start()
     fast_core.set_track(ZONE, "Talk Talk", "Ascension Day", "Laughing Stock", 200)
-    await until(lambda: fast_core.seek_position(ZONE) >= 60, what="60 s heard")
+    await wait_until(lambda: fast_core.seek_position(ZONE) >= 60, timeout=3.0, what="60 s heard")
     fast_core.skip(ZONE)
-    await until(moved_on_from(tracker, "Ascension Day"), what="the tracker past the skip")
+    await wait_until(moved_on_from(tracker, "Ascension Day"), timeout=3.0, what="the tracker past the skip")
     assert await plays_titled(store, "Ascension Day") == []
 
 
@@ -540,13 +519,13 @@ async def test_paused_time_does_not_count(fast_core, store, tracker_for):
     await tracker.start()
     started = clock()
     fast_core.set_track(ZONE, "Portishead", "Roads", "Dummy", 200)
-    await until(lambda: fast_core.seek_position(ZONE) >= 40, what="40 s heard")
+    await wait_until(lambda: fast_core.seek_position(ZONE) >= 40, timeout=3.0, what="40 s heard")
     fast_core.pause(ZONE)
     await asyncio.sleep(1.2)  # 120 s paused: counting it would pass the 100 s threshold
     assert await plays_titled(store, "Roads") == []
 
     fast_core.play(ZONE)
-    await until(lambda: plays_titled(store, "Roads"), what="the play after resuming")
+    await wait_until(lambda: plays_titled(store, "Roads"), timeout=3.0, what="the play after resuming")
     assert fast_core.seek_position(ZONE) >= 90  # it took ~100 s of actual playing
     [play] = await plays_titled(store, "Roads")
     assert abs(play.played_at - started) <= 6  # still when the track started, not when it resumed
@@ -556,9 +535,9 @@ async def test_seeking_forward_is_not_listening(fast_core, store, tracker_for):
     tracker = tracker_for(fast_core, clock=fast_clock(100))
     await tracker.start()
     fast_core.set_track(ZONE, "Floating Points", "Silhouettes", "Elaenia", 300)
-    await until(lambda: fast_core.seek_position(ZONE) >= 20, what="20 s heard")
+    await wait_until(lambda: fast_core.seek_position(ZONE) >= 20, timeout=3.0, what="20 s heard")
     fast_core.seek(ZONE, 280)
-    await until(moved_on_from(tracker, "Silhouettes"), what="the tracker past the track's end")
+    await wait_until(moved_on_from(tracker, "Silhouettes"), timeout=3.0, what="the tracker past the track's end")
     assert await plays_titled(store, "Silhouettes") == []
 
 
@@ -568,9 +547,9 @@ async def test_seeking_back_within_a_track_keeps_the_same_play(fast_core, store,
     await tracker.start()
     started = clock()
     fast_core.set_track(ZONE, "Massive Attack", "Teardrop", "Mezzanine", 200)
-    await until(lambda: fast_core.seek_position(ZONE) >= 60, what="60 s heard")
+    await wait_until(lambda: fast_core.seek_position(ZONE) >= 60, timeout=3.0, what="60 s heard")
     fast_core.seek(ZONE, 30)
-    await until(lambda: plays_titled(store, "Teardrop"), what="the play")
+    await wait_until(lambda: plays_titled(store, "Teardrop"), timeout=3.0, what="the play")
     [play] = await plays_titled(store, "Teardrop")
     assert abs(play.played_at - started) <= 6
 
@@ -581,7 +560,7 @@ async def test_a_long_track_is_a_play_after_four_minutes(roon, store, tracker_fo
     await tracker.start()
     core.set_track(ZONE, "Alice Coltrane", "Journey in Satchidananda", "Journey in Satchidananda", 1200)
     # Half of 20 minutes would take 1.5 s here; four minutes take 0.6 s.
-    await until(lambda: plays_titled(store, "Journey in Satchidananda"), timeout=1.2, what="the play")
+    await wait_until(lambda: plays_titled(store, "Journey in Satchidananda"), timeout=1.2, what="the play")
     assert core.seek_position(ZONE) < 400
 
 
@@ -592,18 +571,18 @@ async def test_a_reconnect_does_not_store_the_same_play_twice(roon, store, track
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     await tracker.start()
     core.set_track(ZONE, "Kraftwerk", "Computer Love", "Computer World", 1200)
-    await until(lambda: plays_titled(store, "Computer Love"), what="the play")
+    await wait_until(lambda: plays_titled(store, "Computer Love"), timeout=3.0, what="the play")
     # The play is committed a moment before the tracker counts it.
-    await until(lambda: tracker.status()["tracks_found"] == 1, what="the play counted")
+    await wait_until(lambda: tracker.status()["tracks_found"] == 1, timeout=3.0, what="the play counted")
     found = tracker.status()["tracks_found"]
 
     await core.drop_connections()
-    await until(lambda: faults, what="the fault")
+    await wait_until(lambda: faults, timeout=3.0, what="the fault")
     await tracker.stop()
     await tracker.start()
     resumed = seek_of(tracker)
     # 300 s more of the same track applied: more than the 240 s a second play would need.
-    await until(lambda: seek_of(tracker) >= resumed + 300, what="300 s more heard")
+    await wait_until(lambda: seek_of(tracker) >= resumed + 300, timeout=3.0, what="300 s more heard")
     assert core.current_track(ZONE).title == "Computer Love"
     assert len(await plays_titled(store, "Computer Love")) == 1
     assert tracker.status()["tracks_found"] == found
@@ -623,7 +602,7 @@ async def test_a_restart_mid_track_does_not_store_the_play_again(roon, store, re
     first = tracker_for(core, clock=clock)
     await first.start()
     core.set_track(ZONE, "Kraftwerk", "Computer Love", "Computer World", 1200)
-    await until(lambda: plays_titled(store, "Computer Love"), what="the play")
+    await wait_until(lambda: plays_titled(store, "Computer Love"), timeout=3.0, what="the play")
     [stored] = await plays_titled(store, "Computer Love")
     await first.stop()
 
@@ -635,7 +614,7 @@ async def test_a_restart_mid_track_does_not_store_the_play_again(roon, store, re
     await second.start()
     resumed = seek_of(second)
     # 300 s more of the same track applied: more than the 240 s a second play would need.
-    await until(lambda: seek_of(second) >= resumed + 300, what="300 s more heard")
+    await wait_until(lambda: seek_of(second) >= resumed + 300, timeout=3.0, what="300 s more heard")
     assert core.current_track(ZONE).title == "Computer Love"
     assert await plays_titled(reopened, "Computer Love") == [stored]
     assert second.status()["tracks_found"] == 0
@@ -648,7 +627,7 @@ async def test_listening_before_a_restart_still_counts(roon, store, reopened, tr
     await first.start()
     started = clock()
     core.set_track(ZONE, "Beach House", "Space Song", "Depression Cherry", 400)
-    await until(lambda: core.seek_position(ZONE) >= 150, what="150 s heard")
+    await wait_until(lambda: core.seek_position(ZONE) >= 150, timeout=3.0, what="150 s heard")
     await first.stop()
     assert await plays_titled(store, "Space Song") == []
 
@@ -656,7 +635,7 @@ async def test_listening_before_a_restart_still_counts(roon, store, reopened, tr
     await second.start()
     # A jump to near the end: the 70 s left count only with the 150 s heard before.
     core.seek(ZONE, 330)
-    await until(moved_on_from(second, "Space Song"), what="the tracker past the track's end")
+    await wait_until(moved_on_from(second, "Space Song"), timeout=3.0, what="the tracker past the track's end")
     [play] = await plays_titled(reopened, "Space Song")
     assert abs(play.played_at - started) <= 6
     assert second.status()["tracks_found"] == 1
@@ -668,14 +647,14 @@ async def test_a_saved_play_from_long_ago_is_not_carried_on(roon, store, reopene
     first = tracker_for(core, clock=clock)
     await first.start()
     core.set_track(ZONE, "Burial", "Archangel", "Untrue", 1200)
-    await until(lambda: plays_titled(store, "Archangel"), what="the first play")
+    await wait_until(lambda: plays_titled(store, "Archangel"), timeout=3.0, what="the first play")
     await first.stop()
 
     # An hour later (in the tracker's clock) the same track is on, already past its start.
     later = lambda: clock() + 3600  # noqa: E731
     second = tracker_for(core, clock=later, on=reopened)
     await second.start()
-    await until(async_len_is(reopened, "Archangel", 2), what="a second, new play")
+    await wait_until(async_len_is(reopened, "Archangel", 2), timeout=3.0, what="a second, new play")
     first_play, second_play = sorted(play.played_at for play in await plays_titled(reopened, "Archangel"))
     assert second_play - first_play >= 3600
 
@@ -691,7 +670,7 @@ async def test_a_dropped_socket_reaches_the_fault_handler(roon, tracker_for):
     await tracker.start()
 
     await core.drop_connections()
-    await until(lambda: faults, what="the fault")
+    await wait_until(lambda: faults, timeout=3.0, what="the fault")
     await asyncio.sleep(0.05)
     [(service, exc)] = faults  # reported once, not once per task
     assert service is tracker
@@ -715,7 +694,7 @@ async def test_the_token_never_reaches_the_logs(roon, store, tracker_for, caplog
     core = await roon(ping_interval=0.05)
     tracker = tracker_for(core)
     await tracker.start()
-    await until(lambda: core.pings_answered >= 1, what="a ping")
+    await wait_until(lambda: core.pings_answered >= 1, timeout=3.0, what="a ping")
     await tracker.stop()
     await tracker.start()
     await core.drop_connections()
@@ -777,12 +756,12 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
 
     # The heartbeat leaves a service that is up and waiting alone.
     heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.02))
-    await until(lambda: supervisor.heartbeat_passes >= 3, what="three heartbeat passes")
+    await wait_until(lambda: supervisor.heartbeat_passes >= 3, timeout=3.0, what="three heartbeat passes")
     assert core.registrations == [None] and supervisor.view("roon_tracker").up
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
 
     core.approve()  # in Roon → Settings → Extensions; nobody presses r
-    await until(roon_state(supervisor, RunState.RUNNING), what="running after the approval")
+    await wait_until(roon_state(supervisor, RunState.RUNNING), timeout=3.0, what="running after the approval")
     heartbeat.cancel()
     view = supervisor.view("roon_tracker")
     assert (view.reason, view.up, view.status["awaiting_approval"]) == (None, True, False)
@@ -822,7 +801,7 @@ async def test_retry_wake_and_stop_while_waiting_for_approval(roon, store, track
 
     # r reconnects and asks again; it still waits, still connected once.
     await supervisor.retry_now("roon_tracker")
-    await until(lambda: len(core.registrations) == 2 and supervisor.view("roon_tracker").up, what="the retry")
+    await wait_until(lambda: len(core.registrations) == 2 and supervisor.view("roon_tracker").up, timeout=3.0, what="the retry")
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
     assert core.connected == 1
 
@@ -832,8 +811,8 @@ async def test_retry_wake_and_stop_while_waiting_for_approval(roon, store, track
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
 
     await supervisor.stop("roon_tracker")
-    await until(roon_state(supervisor, RunState.STOPPED), what="stopped")
-    await until(lambda: core.connected == 0, what="the session to close")
+    await wait_until(roon_state(supervisor, RunState.STOPPED), timeout=3.0, what="stopped")
+    await wait_until(lambda: core.connected == 0, timeout=3.0, what="the session to close")
     view = supervisor.view("roon_tracker")
     assert (view.up, view.reason, view.wanted) == (False, None, False)
     assert tracker.attention is None
@@ -847,14 +826,12 @@ async def test_a_lost_connection_while_waiting_backs_off_and_asks_again(roon, st
     supervisor = await supervised(tracker, rng=lambda: 0.01)
     await supervisor.restore()
     await core.drop_connections()
-    await until(roon_state(supervisor, RunState.BACKOFF), what="backoff")
+    await wait_until(roon_state(supervisor, RunState.BACKOFF), timeout=3.0, what="backoff")
     assert "lost the connection to Roon Core" in supervisor.view("roon_tracker").reason
-    await until(
-        lambda: len(core.registrations) == 2 and supervisor.view("roon_tracker").up, what="a new session"
-    )
+    await wait_until(lambda: len(core.registrations) == 2 and supervisor.view("roon_tracker").up, timeout=3.0, what="a new session")
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
     core.approve()
-    await until(roon_state(supervisor, RunState.RUNNING), what="running after the approval")
+    await wait_until(roon_state(supervisor, RunState.RUNNING), timeout=3.0, what="running after the approval")
     assert await roon_cores.token_of(store, core.core_id)
 
 
@@ -876,33 +853,29 @@ def roon_only_engine(core: FakeRoonCore, tmp_path: Path, restore_timeout: float)
     return Engine(config, services=roon_only)
 
 
-async def test_a_slow_core_within_the_restore_timeout_is_waited_for(roon, tmp_path):
+async def test_a_slow_core_within_the_restore_timeout_is_waited_for(roon, tmp_path, cleanup):
     core = await roon()
     core.delay_handshakes(2.5)  # more than the old fixed 2 s per step
     engine = roon_only_engine(core, tmp_path, restore_timeout=4.0)
     supervisor = await engine.open()
-    try:
-        summary = await supervisor.restore()
-        assert summary.succeeded == ("roon_tracker",) and summary.failed == {}
-        assert 2.5 <= summary.elapsed < 4.0
-        assert supervisor.view("roon_tracker").state is RunState.RUNNING
-        assert supervisor.service("roon_tracker").handshake_timeout == handshake_budget(4.0) == 3.75
-    finally:
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    summary = await supervisor.restore()
+    assert summary.succeeded == ("roon_tracker",) and summary.failed == {}
+    assert 2.5 <= summary.elapsed < 4.0
+    assert supervisor.view("roon_tracker").state is RunState.RUNNING
+    assert supervisor.service("roon_tracker").handshake_timeout == handshake_budget(4.0) == 3.75
 
 
-async def test_a_core_too_slow_for_the_restore_timeout_fails_naming_the_step(roon, tmp_path):
+async def test_a_core_too_slow_for_the_restore_timeout_fails_naming_the_step(roon, tmp_path, cleanup):
     core = await roon()
     core.delay_handshakes(5.0)
     engine = roon_only_engine(core, tmp_path, restore_timeout=1.0)
     supervisor = await engine.open()
-    try:
-        summary = await supervisor.restore()
-        # The handshake gives up just before the supervisor would: its error says where it stalled.
-        assert summary.failed == {
-            "roon_tracker": f"Roon Core at 127.0.0.1:{core.port}: no answer for registry info"
-            " (handshake timed out after 0.9 s)"
-        }
-        assert supervisor.view("roon_tracker").state is RunState.BACKOFF
-    finally:
-        await engine.close()
+    cleanup.push_async_callback(engine.close)
+    summary = await supervisor.restore()
+    # The handshake gives up just before the supervisor would: its error says where it stalled.
+    assert summary.failed == {
+        "roon_tracker": f"Roon Core at 127.0.0.1:{core.port}: no answer for registry info"
+        " (handshake timed out after 0.9 s)"
+    }
+    assert supervisor.view("roon_tracker").state is RunState.BACKOFF

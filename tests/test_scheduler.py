@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from waits import wait_until
 
 from aime_tui.clients.lastfm import LastfmError
 from aime_tui.config import LastfmConfig, SchedulerConfig
@@ -19,7 +20,6 @@ from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.services import scheduler as scheduler_module
 from aime_tui.services.scheduler import BACKUPS_KEPT, CollectionScheduler
 from aime_tui.services.tracker import LastfmTracker
-from aime_tui.store.database import Store
 from aime_tui.ui.cells import detail_text
 
 NEWEST = 1_700_000_000
@@ -31,13 +31,6 @@ async def lastfm():
     await fake.start()
     yield fake
     await fake.stop()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "aime.db")
-    yield store
-    await store.close()
 
 
 def lastfm_config(fake: FakeLastfm) -> LastfmConfig:
@@ -58,14 +51,6 @@ def make_scheduler(fake, store, tmp_path, mode="MASSIVE", **options):
         catchup_interval=options.pop("catchup_interval", 900.0),
     )
     return CollectionScheduler(config, lastfm_config(fake), store, backup_dir=tmp_path / "backups", **options)
-
-
-async def until(predicate, timeout=10.0):
-    async def poll():
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def stored_times(store):
@@ -146,7 +131,7 @@ async def test_massive_backfill_stores_the_whole_history_exactly(lastfm, store, 
     lastfm.now_playing = True  # on the first page, dateless: never a play
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    await until(lambda: scheduler.status()["backfill_reconciled"])
+    await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
     await scheduler.stop()
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
     status = scheduler.status()
@@ -170,7 +155,7 @@ async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
     began = time.monotonic()
     await scheduler.start()
     try:
-        await until(lambda: len(backfill_bounds(lastfm)) == 3)
+        await wait_until(lambda: len(backfill_bounds(lastfm)) == 3, timeout=10.0)
         elapsed = time.monotonic() - began
         status = scheduler.status()
         assert (status["pages_done"], status["total_pages"]) == (2, 6)
@@ -190,7 +175,7 @@ async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store,
     await scheduler.start()
     try:
         # The newest page is in (it sets the page count): the next waits its turn, 60 s later.
-        await until(lambda: scheduler.total_pages is not None)
+        await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
         status = scheduler.status()
         assert 0 < status["next_run"] - time.time() <= 60
         assert (status["pages_done"], status["total_pages"]) == (1, 6)
@@ -213,7 +198,7 @@ async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_pat
     lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    await until(lambda: len(backfill_bounds(lastfm)) == 3)
+    await wait_until(lambda: len(backfill_bounds(lastfm)) == 3, timeout=10.0)
     await scheduler.stop()
     cursor = json.loads(await store.get_cursor(scheduler.cursor_name))
     assert cursor["pages_done"] == scheduler.pages_done == 2
@@ -225,7 +210,7 @@ async def test_a_stopped_backfill_resumes_from_its_cursor(lastfm, store, tmp_pat
     lastfm.add_plays(30)  # new plays after the backfill's upper bound are not the backfill's
     resumed = make_scheduler(lastfm, store, tmp_path, interval=0.05)
     await resumed.start()
-    await until(lambda: resumed.status()["backfill_done"])
+    await wait_until(lambda: resumed.status()["backfill_done"], timeout=10.0)
     await resumed.stop()
     # Only the page in flight at the stop is asked for again.
     assert backfill_bounds(lastfm, since=requests_before) == expected[2:]
@@ -255,7 +240,7 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     let_through(lastfm, 2)  # the first two pages
     lastfm.inject(kind, **params)  # every try of the third
     await scheduler.start()
-    await until(lambda: faults)
+    await wait_until(lambda: faults, timeout=10.0)
     await scheduler.stop()  # what the supervisor does before it retries
     assert scheduler.pages_done == 2
     [fault] = faults
@@ -270,13 +255,13 @@ async def test_a_failed_page_reaches_the_supervisor_and_the_restart_resumes(
     asked = len(lastfm.requests)
 
     await scheduler.start()
-    await until(lambda: scheduler.status()["backfill_done"])
+    await wait_until(lambda: scheduler.status()["backfill_done"], timeout=10.0)
     await scheduler.stop()
     assert backfill_bounds(lastfm, since=asked) == expected_pages[2:]
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
 
-async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store, tmp_path):
+async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store, tmp_path, cleanup):
     from aime_tui.core.model import RunState
     from aime_tui.core.supervisor import Supervisor
     from aime_tui.ui.cells import detail_text
@@ -288,31 +273,29 @@ async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store
     await store.ensure_defaults({"scheduler": (True, "MASSIVE")})
     supervisor = Supervisor(store, [scheduler])
     await supervisor.load()
-    try:
-        summary = await supervisor.restore()
-        # Not the work asked for, so not healthy; but up, so the backups still happen.
-        assert "set lastfm.api_key in" in summary.failed["scheduler"]
-        assert str(tmp_path / "config.toml") in summary.failed["scheduler"]
-        view = supervisor.view("scheduler")
-        assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
-        assert set(job_ids(scheduler)) == {"optimize", "backup"}, "no catch-up or backfill without Last.fm"
-        # The dashboard's detail line is the scheduler's own words: a retry is needed once
-        # the file is fixed, and nothing claims it is connected and will carry on by itself.
-        detail = detail_text(view)
-        assert detail.startswith("scheduler needs attention: MASSIVE backfill needs Last.fm")
-        assert "then retry (r)" in detail and "connected" not in detail
-        assert scheduler.status()["running"]
+    cleanup.push_async_callback(supervisor.close)
+    summary = await supervisor.restore()
+    # Not the work asked for, so not healthy; but up, so the backups still happen.
+    assert "set lastfm.api_key in" in summary.failed["scheduler"]
+    assert str(tmp_path / "config.toml") in summary.failed["scheduler"]
+    view = supervisor.view("scheduler")
+    assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
+    assert set(job_ids(scheduler)) == {"optimize", "backup"}, "no catch-up or backfill without Last.fm"
+    # The dashboard's detail line is the scheduler's own words: a retry is needed once
+    # the file is fixed, and nothing claims it is connected and will carry on by itself.
+    detail = detail_text(view)
+    assert detail.startswith("scheduler needs attention: MASSIVE backfill needs Last.fm")
+    assert "then retry (r)" in detail and "connected" not in detail
+    assert scheduler.status()["running"]
 
-        # Back to MAINTENANCE: nothing missing for what it does, so running.
-        await supervisor.set_mode("scheduler", "MAINTENANCE")
-        assert supervisor.view("scheduler").state is RunState.RUNNING
-        # And to MASSIVE again while running: told at once, still up.
-        await supervisor.set_mode("scheduler", "MASSIVE")
-        view = supervisor.view("scheduler")
-        assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
-        assert "MASSIVE backfill needs Last.fm" in view.reason
-    finally:
-        await supervisor.close()
+    # Back to MAINTENANCE: nothing missing for what it does, so running.
+    await supervisor.set_mode("scheduler", "MAINTENANCE")
+    assert supervisor.view("scheduler").state is RunState.RUNNING
+    # And to MASSIVE again while running: told at once, still up.
+    await supervisor.set_mode("scheduler", "MASSIVE")
+    view = supervisor.view("scheduler")
+    assert (view.state, view.up) == (RunState.NEEDS_ATTENTION, True)
+    assert "MASSIVE backfill needs Last.fm" in view.reason
 
 
 async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
@@ -328,13 +311,13 @@ async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
 
         await scheduler.set_mode("MASSIVE")
         assert job_ids(scheduler) == DUTIES, "the duties carry on beside the backfill"
-        await until(lambda: scheduler.pages_done >= 2)
+        await wait_until(lambda: scheduler.pages_done >= 2, timeout=10.0)
 
         await scheduler.set_mode("MAINTENANCE")
         assert job_ids(scheduler) == DUTIES
         asked, pages, ran = len(lastfm.requests), scheduler.pages_done, len(catch_ups)
         # Three catch-ups answered, a backfill interval apart: a page would have been asked too.
-        await until(lambda: len(catch_ups) >= ran + 3)
+        await wait_until(lambda: len(catch_ups) >= ran + 3, timeout=10.0)
         assert backfill_bounds(lastfm, since=asked) == [], "the backfill stopped with the mode"
         assert scheduler.pages_done == pages
     finally:
@@ -354,12 +337,12 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
     try:
-        await until(lambda: len(backfill_bounds(lastfm)) == 2)
+        await wait_until(lambda: len(backfill_bounds(lastfm)) == 2, timeout=10.0)
         assert job_ids(scheduler) == {"optimize", "backup", "reconcile"}  # no catch-up given to this one
         run_now(scheduler, "optimize")
-        await until(lambda: "optimize" in scheduler._last_runs)
+        await wait_until(lambda: "optimize" in scheduler._last_runs, timeout=10.0)
         run_now(scheduler, "backup")
-        await until(lambda: "backup" in scheduler._last_runs)
+        await wait_until(lambda: "backup" in scheduler._last_runs, timeout=10.0)
     finally:
         await scheduler.stop()
     [during] = backups.glob("aime-*.db")
@@ -375,11 +358,11 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     resumed = make_scheduler(lastfm, store, tmp_path)
     await resumed.start()
     try:
-        await until(lambda: resumed.backfill_done)
+        await wait_until(lambda: resumed.backfill_done, timeout=10.0)
         assert resumed.mode == resumed.status()["mode"] == "MASSIVE"
         assert job_ids(resumed) == {"optimize", "backup", "reconcile"}
         run_now(resumed, "backup")
-        await until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"])
+        await wait_until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"], timeout=10.0)
     finally:
         await resumed.stop()
     after = max(backups.glob("aime-*.db"))
@@ -394,13 +377,13 @@ async def test_after_the_backfill_massive_carries_on_catching_up(lastfm, store, 
     await scheduler.start()
     try:
         assert job_ids(scheduler) == DUTIES
-        await until(lambda: scheduler.backfill_done)
+        await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
         assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
         # Plays after the backfill's upper bound are the catch-up's to fetch, time after time.
         for added, expected in ((3, 1003), (2, 1005)):
             new = lastfm.add_plays(added)
-            await until(lambda: scheduler.tracks_found == expected)
+            await wait_until(lambda: scheduler.tracks_found == expected, timeout=10.0)
             assert {p.played_at for p in new} <= set(stored_times(store))
         assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
@@ -423,11 +406,11 @@ async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes
     await scheduler.start()
     try:
         # The probe is in: the backfill's upper bound is frozen, later plays are not its own.
-        await until(lambda: scheduler.total_pages is not None)
+        await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
         during = lastfm.add_plays(4)
-        await until(lambda: scheduler.backfill_done)
+        await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
         # Caught up at once, not 15 minutes later: the next catch-up is an interval away.
-        await until(lambda: scheduler.tracks_found == 1004)
+        await wait_until(lambda: scheduler.tracks_found == 1004, timeout=10.0)
         next_catchup = scheduler._scheduler.get_job("catchup").next_run_time
         assert 800 < (next_catchup - datetime.now(timezone.utc)).total_seconds() <= 900
         assert scheduler_detail(scheduler)[:3] == [
@@ -439,27 +422,25 @@ async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
 
-async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_path):
+async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_path, cleanup):
     catch_up, catch_ups = counted_catch_up(LastfmTracker(lastfm_config(lastfm), store))
     first = make_scheduler(lastfm, store, tmp_path)
     await first.start()
-    await until(lambda: first.status()["backfill_reconciled"])
+    await wait_until(lambda: first.status()["backfill_reconciled"], timeout=10.0)
     await first.stop()
     asked = len(lastfm.requests)
 
     again = make_scheduler(lastfm, store, tmp_path, catch_up=catch_up)
     await again.start()
-    try:
-        assert job_ids(again) == DUTIES
-        status = again.status()
-        assert (status["mode"], status["cursor"], status["catchup_every"]) == ("MASSIVE", "complete", 900.0)
-        # A backfill would ask at once; a catch-up brought forward after the start has been answered.
-        run_now(again, "catchup")
-        await until(lambda: catch_ups)
-        # Nothing left to backfill or reconcile: only the catch-up asked.
-        assert len(lastfm.requests) == asked + 1
-    finally:
-        await again.stop()
+    cleanup.push_async_callback(again.stop)
+    assert job_ids(again) == DUTIES
+    status = again.status()
+    assert (status["mode"], status["cursor"], status["catchup_every"]) == ("MASSIVE", "complete", 900.0)
+    # A backfill would ask at once; a catch-up brought forward after the start has been answered.
+    run_now(again, "catchup")
+    await wait_until(lambda: catch_ups, timeout=10.0)
+    # Nothing left to backfill or reconcile: only the catch-up asked.
+    assert len(lastfm.requests) == asked + 1
 
 
 # -- MAINTENANCE ---------------------------------------------------------------------
@@ -475,7 +456,7 @@ async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store,
     try:
         lastfm.add_plays(5)
         await scheduler.start()
-        await until(lambda: len(catch_ups) >= 3)  # more catch-ups after the one that found them
+        await wait_until(lambda: len(catch_ups) >= 3, timeout=10.0)  # more catch-ups after the one that found them
         assert catch_ups[:3] == [5, 0, 0]
         assert scheduler.status()["tracks_found"] == 5
         await scheduler.stop()
@@ -499,7 +480,7 @@ async def test_backups_keep_the_last_seven(lastfm, store, tmp_path):
     await scheduler.start()
     scheduler._scheduler.get_job("backup").modify(next_run_time=datetime.now().astimezone())
     scheduler._scheduler.wakeup()
-    await until(lambda: len(list(backups.glob("aime-*.db"))) == BACKUPS_KEPT and scheduler.last_check)
+    await wait_until(lambda: len(list(backups.glob("aime-*.db"))) == BACKUPS_KEPT and scheduler.last_check, timeout=10.0)
     await scheduler.stop()
     names = sorted(p.name for p in backups.glob("aime-*.db"))
     assert len(names) == BACKUPS_KEPT
@@ -521,7 +502,7 @@ async def test_a_nightly_run_missed_while_stopped_runs_once_on_start(lastfm, sto
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
     try:
-        await until(lambda: list((tmp_path / "backups").glob("aime-*.db")))
+        await wait_until(lambda: list((tmp_path / "backups").glob("aime-*.db")), timeout=10.0)
         await asyncio.sleep(0.2)
         assert len(list((tmp_path / "backups").glob("aime-*.db"))) == 1
         next_backup = scheduler._scheduler.get_job("backup").next_run_time
@@ -539,7 +520,7 @@ async def test_a_run_missed_beyond_the_grace_is_logged_not_run(lastfm, store, tm
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
     try:
-        await until(lambda: "missed its run" in caplog.text)
+        await wait_until(lambda: "missed its run" in caplog.text, timeout=10.0)
     finally:
         await scheduler.stop()
     assert not list((tmp_path / "backups").glob("aime-*.db"))
@@ -566,7 +547,7 @@ async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_r
                                catchup_interval=60)
     await scheduler.start()
     try:
-        await until(lambda: runs)
+        await wait_until(lambda: runs, timeout=10.0)
         await asyncio.sleep(0.3)
         next_run = scheduler._scheduler.get_job("catchup").next_run_time
     finally:
@@ -599,7 +580,7 @@ async def test_late_scrobbles_inside_the_window_during_a_backfill_are_all_stored
     try:
         scheduler = make_scheduler(fake, store, tmp_path)
         await scheduler.start()
-        await until(lambda: scheduler.status()["backfill_reconciled"])
+        await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
         await scheduler.stop()
     finally:
         await fake.stop()
@@ -615,7 +596,7 @@ async def test_a_spurious_error_6_during_the_backfill_costs_nothing(lastfm, stor
     let_through(lastfm, 3)
     lastfm.inject("error", code=6, message="User not found", status=404)
     await scheduler.start()
-    await until(lambda: scheduler.status()["backfill_reconciled"])
+    await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
     await scheduler.stop()
     assert faults == []
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
@@ -628,62 +609,58 @@ async def test_error_6_that_repeats_needs_attention_with_the_reason(lastfm, stor
     let_through(lastfm, 2)
     lastfm.inject("error", times=2, code=6, message="User not found", status=404)
     await scheduler.start()
-    await until(lambda: faults)
+    await wait_until(lambda: faults, timeout=10.0)
     await scheduler.stop()
     [fault] = faults
     assert isinstance(fault, NeedsAttention) and "check lastfm.user" in str(fault)
 
 
-async def test_reconciliation_fetches_again_the_window_where_a_late_play_landed(lastfm, store, tmp_path):
+async def test_reconciliation_fetches_again_the_window_where_a_late_play_landed(lastfm, store, tmp_path, cleanup):
     tracker = LastfmTracker(lastfm_config(lastfm), store)
     await tracker.start()  # the newest 200 plays: ten hours, all inside the last 14 days
     await tracker.stop()
     late = lastfm.insert_play(NEWEST - 3 * 3600 + 7)  # synced late, three hours back
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=tracker.poll_once)
     await scheduler.start()
-    try:
-        asked = len(lastfm.requests)
-        run_now(scheduler, "reconcile")
-        await until(lambda: "reconcile" in scheduler._last_runs)
-        requests = lastfm.requests[asked:]
-        assert requests[0]["limit"] == "1"  # the count first: it differs by one
-        assert late.played_at in stored_times(store)
-        assert scheduler.status()["tracks_found"] == 1
-        with sqlite3.connect(store.path) as db:
-            [(stored,)] = db.execute("SELECT COUNT(*) FROM plays WHERE played_at >= ?",
-                                     (NEWEST - 14 * 86400,)).fetchall()
-        assert stored == 201
+    cleanup.push_async_callback(scheduler.stop)
+    asked = len(lastfm.requests)
+    run_now(scheduler, "reconcile")
+    await wait_until(lambda: "reconcile" in scheduler._last_runs, timeout=10.0)
+    requests = lastfm.requests[asked:]
+    assert requests[0]["limit"] == "1"  # the count first: it differs by one
+    assert late.played_at in stored_times(store)
+    assert scheduler.status()["tracks_found"] == 1
+    with sqlite3.connect(store.path) as db:
+        [(stored,)] = db.execute("SELECT COUNT(*) FROM plays WHERE played_at >= ?",
+                                 (NEWEST - 14 * 86400,)).fetchall()
+    assert stored == 201
 
-        # Next time the counts agree: one request, nothing fetched again.
-        asked = len(lastfm.requests)
-        last = scheduler._last_runs["reconcile"]
-        run_now(scheduler, "reconcile")
-        await until(lambda: scheduler._last_runs["reconcile"] > last)
-        assert len(lastfm.requests) == asked + 1
-    finally:
-        await scheduler.stop()
+    # Next time the counts agree: one request, nothing fetched again.
+    asked = len(lastfm.requests)
+    last = scheduler._last_runs["reconcile"]
+    run_now(scheduler, "reconcile")
+    await wait_until(lambda: scheduler._last_runs["reconcile"] > last, timeout=10.0)
+    assert len(lastfm.requests) == asked + 1
 
 
-async def test_an_identical_same_second_duplicate_is_stored_once_and_reconciles_once(store, tmp_path):
+async def test_an_identical_same_second_duplicate_is_stored_once_and_reconciles_once(store, tmp_path, cleanup):
     fake = FakeLastfm(plays=600, newest=NEWEST)
     twin = fake.history[250]
     fake.insert_play(twin.played_at, like=twin)  # Last.fm serves it twice
     await fake.start()
-    try:
-        scheduler = make_scheduler(fake, store, tmp_path)
-        await scheduler.start()
-        await until(lambda: scheduler.status()["backfill_reconciled"])
-        # The range's count (601) differs from the 600 stored plays once: that window is
-        # fetched again, and the store learns that this play is served twice.
-        assert stored_keys(store) == served_keys(fake) and len(stored_keys(store)) == 600
-        assert await store.count_served("lastfm", fake.user, 0, NEWEST + 1) == 601
+    cleanup.push_async_callback(fake.stop)
+    scheduler = make_scheduler(fake, store, tmp_path)
+    await scheduler.start()
+    await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
+    # The range's count (601) differs from the 600 stored plays once: that window is
+    # fetched again, and the store learns that this play is served twice.
+    assert stored_keys(store) == served_keys(fake) and len(stored_keys(store)) == 600
+    assert await store.count_served("lastfm", fake.user, 0, NEWEST + 1) == 601
 
-        tracker = LastfmTracker(lastfm_config(fake), store)
-        await tracker.poll_once()  # gives the trailing window its upper bound
-        asked = len(fake.requests)
-        run_now(scheduler, "reconcile")
-        await until(lambda: "reconcile" in scheduler._last_runs)
-        assert len(fake.requests) == asked + 1, "the duplicate no longer makes the window differ"
-        await scheduler.stop()
-    finally:
-        await fake.stop()
+    tracker = LastfmTracker(lastfm_config(fake), store)
+    await tracker.poll_once()  # gives the trailing window its upper bound
+    asked = len(fake.requests)
+    run_now(scheduler, "reconcile")
+    await wait_until(lambda: "reconcile" in scheduler._last_runs, timeout=10.0)
+    assert len(fake.requests) == asked + 1, "the duplicate no longer makes the window differ"
+    await scheduler.stop()

@@ -14,13 +14,6 @@ import pytest
 from aime_tui.store.database import SCHEMA_VERSION, Play, Store, StoreError, normalise
 
 
-@pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "aime.db")
-    yield store
-    await store.close()
-
-
 def read(path, sql, *args):
     with sqlite3.connect(path) as db:
         return db.execute(sql, args).fetchall()

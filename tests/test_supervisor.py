@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 from scripted import ScriptedService
+from waits import wait_until
 
 from aime_tui.core.faults import NeedsAttention, RetryAfter
 from aime_tui.core.model import LogEvent, RunState, StateEvent
@@ -29,21 +30,6 @@ async def open_supervisor(path, services, *, wanted=NAMES, timeout=0.5, rng=lamb
 async def close(store, supervisor):
     await supervisor.close()
     await store.close()
-
-
-async def until(condition, what: str, timeout=3.0):
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
-
-
-async def wait_for_state(supervisor, name, state, timeout=3.0):
-    await until(lambda: supervisor.view(name).state is state, f"{name} {state}", timeout)
 
 
 @pytest.fixture
@@ -100,7 +86,7 @@ async def test_stopped_stays_stopped_and_restart_restores_the_same_set(db_path):
     store, supervisor = await open_supervisor(db_path, services)
     await supervisor.restore()
     await supervisor.stop("beta")
-    await wait_for_state(supervisor, "beta", RunState.STOPPED)
+    await wait_until(lambda: supervisor.view("beta").state is RunState.STOPPED, timeout=3.0)
     assert not services[1].running
     await close(store, supervisor)
 
@@ -131,7 +117,7 @@ async def test_a_toggle_is_committed_before_it_returns(db_path):
             " WHERE service = 'gamma' AND to_state IN ('wanted', 'unwanted') ORDER BY id"
         ).fetchall()
     assert rows == [("wanted", "unwanted", "user"), ("unwanted", "wanted", "user")]
-    await wait_for_state(supervisor, "gamma", RunState.RUNNING)
+    await wait_until(lambda: supervisor.view("gamma").state is RunState.RUNNING, timeout=3.0)
     await close(store, supervisor)
 
 
@@ -166,11 +152,11 @@ async def test_needs_attention_is_not_retried(db_path):
     assert view.state is RunState.NEEDS_ATTENTION
     assert view.reason == "set lastfm.api_key in /etc/aime.toml"
     # rng 0: a retry is due at once. Beta's has run, so one for alpha would have run too.
-    await wait_for_state(supervisor, "beta", RunState.RUNNING)
+    await wait_until(lambda: supervisor.view("beta").state is RunState.RUNNING, timeout=3.0)
     assert services[1].starts == 2
     assert services[0].starts == 1, "no automatic retry"
     await supervisor.retry_now("alpha")
-    await wait_for_state(supervisor, "alpha", RunState.RUNNING)
+    await wait_until(lambda: supervisor.view("alpha").state is RunState.RUNNING, timeout=3.0)
     await close(store, supervisor)
 
 
@@ -180,7 +166,7 @@ async def test_backoff_retries_until_the_service_comes_up(db_path):
     # rng 0.01: full jitter picks 1% of the cap, so the retries come quickly.
     store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.01)
     await supervisor.restore()
-    await wait_for_state(supervisor, "alpha", RunState.RUNNING)
+    await wait_until(lambda: supervisor.view("alpha").state is RunState.RUNNING, timeout=3.0)
     assert services[0].starts == 3
     assert supervisor.view("alpha").restarts == 2
     await close(store, supervisor)
@@ -202,9 +188,9 @@ async def test_a_fault_while_running_backs_off_and_restarts(db_path):
     store, supervisor = await open_supervisor(db_path, services, wanted=("alpha",), rng=lambda: 0.01)
     await supervisor.restore()
     services[0].break_now(ConnectionResetError("socket dropped"))
-    await wait_for_state(supervisor, "alpha", RunState.BACKOFF)
+    await wait_until(lambda: supervisor.view("alpha").state is RunState.BACKOFF, timeout=3.0)
     assert supervisor.view("alpha").reason == "socket dropped"
-    await wait_for_state(supervisor, "alpha", RunState.RUNNING)
+    await wait_until(lambda: supervisor.view("alpha").state is RunState.RUNNING, timeout=3.0)
     assert services[0].starts == 2
     await close(store, supervisor)
 
@@ -219,7 +205,7 @@ async def test_stop_during_backoff_cancels_the_retry(db_path):
     )
     await supervisor.restore()  # both retries are due 0.1 s from now
     await supervisor.stop("alpha")
-    await wait_for_state(supervisor, "beta", RunState.RUNNING)  # beta's retry has run
+    await wait_until(lambda: supervisor.view("beta").state is RunState.RUNNING, timeout=3.0)  # beta's retry has run
     assert supervisor.view("alpha").state is RunState.STOPPED
     assert services[0].starts == 1
     await close(store, supervisor)
@@ -271,7 +257,7 @@ async def test_a_user_start_during_backoff_replaces_the_pending_retry(db_path):
     assert services[0].starts == 1, "the first retry came before the start it is meant to race"
     asked = loop.time()
     await supervisor.start("alpha")  # failure 2 at t=0.1: its retry is due at t=0.4
-    await until(lambda: services[0].starts >= 3, "a retry")
+    await wait_until(lambda: services[0].starts >= 3, timeout=3.0, what="a retry")
     # The stale t=0.3 retry would have come 0.2 s after the start, the right one 0.3 s after.
     assert loop.time() - asked >= 0.29, "the stale retry ran"
     assert (services[0].starts, supervisor.view("alpha").restarts) == (3, 1)
@@ -289,7 +275,7 @@ async def test_uptime_counts_from_the_last_start(db_path):
     now[0] = 160.0
     assert supervisor.view("alpha").uptime == 60.0
     await supervisor.stop("alpha")
-    await wait_for_state(supervisor, "alpha", RunState.STOPPED)
+    await wait_until(lambda: supervisor.view("alpha").state is RunState.STOPPED, timeout=3.0)
     assert supervisor.view("alpha").uptime is None
     await close(store, supervisor)
 
@@ -335,7 +321,7 @@ async def test_attention_reported_while_up_clears_by_itself(db_path):
     heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.01))
     await supervisor.start("alpha")
     after_start = supervisor.heartbeat_passes
-    await until(lambda: supervisor.heartbeat_passes >= after_start + 3, "three heartbeat passes after the start")
+    await wait_until(lambda: supervisor.heartbeat_passes >= after_start + 3, timeout=3.0, what="three heartbeat passes after the start")
     heartbeat.cancel()
     assert (service.starts, service.stops) == (1, 0)
     assert [line for line in logged if "needs attention" in line] == [
@@ -390,11 +376,7 @@ async def test_attention_while_up_then_retry_fault_and_stop(db_path):
         async def seen(*expected: RunState) -> None:
             """Wait until the states since the last call are `expected` (none missed, however brief)."""
 
-            async def poll():
-                while len(states) < len(expected):
-                    await asyncio.sleep(0.01)
-
-            await asyncio.wait_for(poll(), 3)
+            await wait_until(lambda: len(states) >= len(expected), timeout=3, what=f"states {expected}")
             assert states == list(expected)
             states.clear()
 

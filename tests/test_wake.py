@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from scripted import scripted_engine
+from waits import wait_until
 
 from aime_tui.core.wake import WakeDetector, suspend_gap
 
@@ -19,11 +20,6 @@ class FakeGapClock:
     def __call__(self) -> float:
         self.readings += 1
         return self.gap
-
-
-async def until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.005)
 
 
 async def never(slept):
@@ -61,7 +57,7 @@ async def test_the_detector_loop_triggers_recovery(config):
     async def checks(count: int) -> None:
         """Wait until the detector has made `count` more checks."""
         target = clock.readings + count
-        await asyncio.wait_for(until(lambda: clock.readings >= target), 3)
+        await wait_until(lambda: clock.readings >= target, timeout=3, what=f"{count} more checks")
 
     detector = WakeDetector(on_wake, gap=clock)
     runner = asyncio.create_task(detector.run(every=0.01))
