@@ -184,11 +184,6 @@ def totals_by_source(db: sqlite3.Connection) -> dict[str, int]:
     return dict(db.execute("SELECT source, COUNT(*) FROM plays GROUP BY source").fetchall())
 
 
-def count_in(db: sqlite3.Connection, *, since: float | None, until: float | None, source: str | None = None) -> int:
-    where, args = _range(since, until, source)
-    return db.execute(f"SELECT COUNT(*) FROM plays{where}", args).fetchone()[0]
-
-
 def per_source(db: sqlite3.Connection, *, since: float | None, until: float | None) -> dict[str, int]:
     where, args = _range(since, until, None)
     return dict(db.execute(f"SELECT source, COUNT(*) FROM plays{where} GROUP BY source ORDER BY source", args).fetchall())
@@ -266,9 +261,3 @@ def newest_play(db: sqlite3.Connection) -> tuple[int, int] | None:
 
 def first_play(db: sqlite3.Connection) -> int | None:
     return db.execute("SELECT MIN(played_at) FROM plays").fetchone()[0]
-
-
-def has_plays(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM plays LIMIT 1").fetchone() is not None
-
-
