@@ -60,6 +60,24 @@ async def store(tmp_path, store_clock):
 
 
 @pytest.fixture
+async def roon():
+    """Start fake Roon Cores on loopback (`await roon(**options)`); every one is stopped afterwards."""
+    from aime_tui.demo.roon_fake import FakeRoonCore
+
+    cores: list[FakeRoonCore] = []
+
+    async def start(**options) -> FakeRoonCore:
+        core = FakeRoonCore(**options)
+        await core.start()
+        cores.append(core)
+        return core
+
+    yield start
+    for core in cores:
+        await core.stop()
+
+
+@pytest.fixture
 def config(tmp_path):
     from aime_tui.config import load_config
 

@@ -29,32 +29,12 @@ from aime_tui.reports import doctor
 from aime_tui.services.roon import LOOKING_HINT, NEW_CORE_HINT, RoonTracker
 from aime_tui.store import roon_cores
 from aime_tui.store.database import MIGRATIONS, Play, Store
+from clocks import fast_clock
 from stored import stored_plays
 from waits import wait_until
 
 ZONE = "Living Room"
 CONFIG_PATH = Path("/etc/aime/config.toml")
-
-
-def fast_clock(scale: float):
-    wall, origin = time.time(), time.monotonic()
-    return lambda: wall + (time.monotonic() - origin) * scale
-
-
-@pytest.fixture
-async def cores():
-    """Start fake Cores (`await cores(**options)`); all stopped afterwards."""
-    started: list[FakeRoonCore] = []
-
-    async def start(**options) -> FakeRoonCore:
-        core = FakeRoonCore(**options)
-        await core.start()
-        started.append(core)
-        return core
-
-    yield start
-    for core in started:
-        await core.stop()
 
 
 @pytest.fixture
@@ -198,8 +178,8 @@ def test_a_datagram_to_the_multicast_group_or_a_broadcast_fails_the_test(tmp_pat
 # -- finding the Core ---------------------------------------------------------------------
 
 
-async def test_with_no_host_the_tracker_finds_the_core_and_connects(cores, responder, tracker_for, store):
-    core = await cores(zones=2)
+async def test_with_no_host_the_tracker_finds_the_core_and_connects(roon, responder, tracker_for, store):
+    core = await roon(zones=2)
     sood_responder = await responder([core])
     tracker = tracker_for(target(sood_responder))
     await tracker.start()
@@ -210,8 +190,8 @@ async def test_with_no_host_the_tracker_finds_the_core_and_connects(cores, respo
     assert await roon_cores.saved_core_id(store) == core.core_id
 
 
-async def test_reply_address_overrides_are_followed(cores, responder, tracker_for):
-    core = await cores()
+async def test_reply_address_overrides_are_followed(roon, responder, tracker_for):
+    core = await roon()
     # The reply comes from the responder but points at the Core's own address and port.
     sood_responder = await responder([core], reply_address=("127.0.0.1", core.port))
     tracker = tracker_for(target(sood_responder))
@@ -219,9 +199,9 @@ async def test_reply_address_overrides_are_followed(cores, responder, tracker_fo
     assert tracker.status()["endpoint"] == f"127.0.0.1:{core.port}"
 
 
-async def test_several_cores_need_the_user_to_choose_unless_one_is_saved(cores, responder, tracker_for, store):
-    kitchen = await cores(core_name="Kitchen Core", seed=1)
-    study = await cores(core_name="Study Core", seed=2)
+async def test_several_cores_need_the_user_to_choose_unless_one_is_saved(roon, responder, tracker_for, store):
+    kitchen = await roon(core_name="Kitchen Core", seed=1)
+    study = await roon(core_name="Study Core", seed=2)
     sood_responder = await responder([kitchen, study])
     tracker = tracker_for(target(sood_responder))
     with pytest.raises(NeedsAttention) as refused:
@@ -239,9 +219,9 @@ async def test_several_cores_need_the_user_to_choose_unless_one_is_saved(cores, 
     assert study.registrations == ["study-token"] and kitchen.registrations == []
 
 
-async def test_a_configured_host_wins_over_discovery(cores, responder, tracker_for):
-    found = await cores(core_name="Found Core", seed=1)
-    configured = await cores(core_name="Configured Core", seed=2)
+async def test_a_configured_host_wins_over_discovery(roon, responder, tracker_for):
+    found = await roon(core_name="Found Core", seed=1)
+    configured = await roon(core_name="Configured Core", seed=2)
     sood_responder = await responder([found])
     tracker = tracker_for(target(sood_responder), host="127.0.0.1", port=configured.port)
     await tracker.start()
@@ -249,7 +229,7 @@ async def test_a_configured_host_wins_over_discovery(cores, responder, tracker_f
     assert sood_responder.queries == [], "no query at all"
 
 
-async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tracker_for, cleanup):
+async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(roon, tracker_for, cleanup):
     # The responder's port is taken now, answered later: as a Core switched on after us.
     quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     quiet.bind(("127.0.0.1", 0))
@@ -261,7 +241,7 @@ async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tr
     assert tracker.attention == LOOKING_HINT.format(where=CONFIG_PATH)
     assert tracker.status()["core"] is None
 
-    core = await cores()
+    core = await roon()
     quiet.close()
     sood_responder = FakeSoodResponder([core])
     await sood_responder.start(port=port)
@@ -272,9 +252,9 @@ async def test_no_core_yet_keeps_looking_and_connects_once_one_answers(cores, tr
     assert len(sood_responder.queries) >= 1
 
 
-async def test_doctor_lists_the_cores_that_answer(cores, responder, tmp_path):
-    kitchen = await cores(core_name="Kitchen Core", seed=1)
-    study = await cores(core_name="Study Core", seed=2)
+async def test_doctor_lists_the_cores_that_answer(roon, responder, tmp_path):
+    kitchen = await roon(core_name="Kitchen Core", seed=1)
+    study = await roon(core_name="Study Core", seed=2)
     sood_responder = await responder([kitchen, study])
     env = {"AIME_ROON_DISCOVERY": sood_responder.target}
     # The doctor blocks while it waits for answers: run it off the loop the responder is on.
@@ -294,8 +274,8 @@ async def test_doctor_lists_the_cores_that_answer(cores, responder, tmp_path):
 # -- one identity per Core ----------------------------------------------------------------
 
 
-async def test_plays_belong_to_the_core_id_through_a_rename(cores, store, cleanup):
-    core = await cores(tick=0.02, time_scale=50)
+async def test_plays_belong_to_the_core_id_through_a_rename(roon, store, cleanup):
+    core = await roon(tick=0.02, time_scale=50)
     clock = fast_clock(50)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=clock)
     cleanup.push_async_callback(tracker.stop)
@@ -316,9 +296,9 @@ async def test_plays_belong_to_the_core_id_through_a_rename(cores, store, cleanu
     assert len(core.registrations) == 2 and core.registrations[1] is not None, "same token after a rename"
 
 
-async def test_a_new_core_asks_for_approval_in_its_own_words(cores, store, cleanup):
-    first = await cores(core_name="Home Core", seed=1)
-    second = await cores(core_name="Cabin Core", seed=2, require_approval=True)
+async def test_a_new_core_asks_for_approval_in_its_own_words(roon, store, cleanup):
+    first = await roon(core_name="Home Core", seed=1)
+    second = await roon(core_name="Cabin Core", seed=2, require_approval=True)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=first.port, discovery=()), store)
     cleanup.push_async_callback(tracker.stop)
     await tracker.start()
@@ -353,8 +333,8 @@ def _schema_2_database(path: Path, plays: list[tuple], token: str) -> None:
     db.close()
 
 
-async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicates(cores, tmp_path, cleanup):
-    core = await cores(core_name="Demo Core")
+async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicates(roon, tmp_path, cleanup):
+    core = await roon(core_name="Demo Core")
     core._tokens.add("token-from-before")  # the Core issued it to the older version
     path = tmp_path / "aime.db"
     _schema_2_database(path, [
@@ -388,8 +368,8 @@ async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicate
 # -- keepalive ------------------------------------------------------------------------------
 
 
-async def test_pings_start_before_registration_and_are_answered(cores, store, cleanup):
-    core = await cores(require_approval=True, ping_interval=0.05)
+async def test_pings_start_before_registration_and_are_answered(roon, store, cleanup):
+    core = await roon(require_approval=True, ping_interval=0.05)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store)
     cleanup.push_async_callback(tracker.stop)
     await tracker.start()
@@ -397,9 +377,9 @@ async def test_pings_start_before_registration_and_are_answered(cores, store, cl
     await wait_until(lambda: core.pings_before_registration >= 2, what="pings before registration")
 
 
-async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(cores, store, cleanup):
+async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(roon, store, cleanup):
     scale = 20
-    core = await cores(zones=1, tick=0.05, time_scale=scale)
+    core = await roon(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
     tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
@@ -423,9 +403,9 @@ async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_ov
     assert len(plays) == 1
 
 
-async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores, store, cleanup):
+async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(roon, store, cleanup):
     scale = 20
-    core = await cores(zones=1, tick=0.05, time_scale=scale)
+    core = await roon(zones=1, tick=0.05, time_scale=scale)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
     tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
@@ -446,8 +426,8 @@ async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(cores,
 # -- what Roon shows, and which zones count --------------------------------------------------
 
 
-async def test_roons_extensions_page_shows_what_the_tracker_does(cores, store, cleanup):
-    core = await cores(zones=3, tick=0.02, time_scale=50)
+async def test_roons_extensions_page_shows_what_the_tracker_does(roon, store, cleanup):
+    core = await roon(zones=3, tick=0.02, time_scale=50)
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(50))
     cleanup.push_async_callback(tracker.stop)
     await store.insert_plays([Play("roon", core.core_id, 1000 + n, "Artist", f"Song {n}") for n in range(1411)])
@@ -463,8 +443,8 @@ async def test_roons_extensions_page_shows_what_the_tracker_does(cores, store, c
     assert core.extension_status["com.aime.tui"]["message"] == "collecting: 1,412 plays, 3 zones"
 
 
-async def test_only_the_configured_zones_count(cores, store, cleanup):
-    core = await cores(zones=2, tick=0.02, time_scale=50)
+async def test_only_the_configured_zones_count(roon, store, cleanup):
+    core = await roon(zones=2, tick=0.02, time_scale=50)
     config = RoonConfig(host="127.0.0.1", port=core.port, discovery=(), zones=("kitchen",))
     tracker = RoonTracker(config, store, clock=fast_clock(50))
     cleanup.push_async_callback(tracker.stop)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import serve
+from clocks import fast_clock
 from stored import stored_plays
 from waits import wait_until
 
@@ -46,28 +47,6 @@ from aime_tui.store import roon_cores
 from aime_tui.store.database import Store
 
 ZONE = "Living Room"
-
-
-def fast_clock(scale: float):
-    """A wall clock running `scale` times faster than real time, like the fake's tracks."""
-    wall, origin = time.time(), time.monotonic()
-    return lambda: wall + (time.monotonic() - origin) * scale
-
-
-@pytest.fixture
-async def roon():
-    """Start fake Cores (`await roon(**options)`); every one is stopped afterwards."""
-    cores: list[FakeRoonCore] = []
-
-    async def start(**options) -> FakeRoonCore:
-        core = FakeRoonCore(**options)
-        await core.start()
-        cores.append(core)
-        return core
-
-    yield start
-    for core in cores:
-        await core.stop()
 
 
 @pytest.fixture
