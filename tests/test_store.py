@@ -247,3 +247,22 @@ async def test_a_full_disk_is_a_clear_store_error_and_nothing_half_written(store
         await store.insert_plays(plays)
     assert await store.count_plays() == 0
     assert (await store.desired_states())["tracker"].is_active is True
+
+
+async def test_a_file_damaged_in_place_is_found_at_reopen_and_what_it_held_carries_on(store):
+    await store.set_desired("tracker", True, "user")
+    await store.set_cursor("backfill", "page 7")
+    await store.insert_plays([Play("lastfm", "a", t, f"Artist {t}", f"Title {t}" * 30) for t in range(3000)])
+    await store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = store.path.stat().st_size
+    with open(store.path, "r+b") as handle:  # scribble over the plays' last pages
+        handle.seek(size - 40 * 4096)
+        handle.write(os.urandom(30 * 4096))
+    said = []
+    store.say = lambda text, level: said.append(text)
+    await store.reopen()
+    assert len(said) == 1 and ("fails quick_check" in said[0] or "is unreadable" in said[0]) and "moved aside to" in said[0]
+    assert read(store.path, "PRAGMA quick_check") == [("ok",)]
+    assert (await store.desired_states())["tracker"].is_active is True
+    assert await store.get_cursor("backfill") == "page 7"
+    assert list(store.path.parent.glob("aime.db.corrupt-*"))

@@ -26,6 +26,7 @@ from aime_tui.core.model import RunState, ServiceView
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 DATABASE_TIMEOUT = 2.0
+QUICK_CHECK_EVERY = 300.0
 RATE_WINDOW = 3600.0
 # Enough to count an hour of a service failing every second; older ones are only totals.
 TALLY_KEEP = 4096
@@ -72,7 +73,9 @@ async def database_reachable(store, *, wall=time.time) -> dict[str, Any]:
 
         async def ask():
             nonlocal recovered
-            recovered = await asyncio.shield(store.verify())  # never half a recovery
+            # Never half a recovery; a probe polled often reads the whole file at most
+            # once per QUICK_CHECK_EVERY (the file's identity is checked every time).
+            recovered = await asyncio.shield(store.verify(quick_check_within=QUICK_CHECK_EVERY))
             async with store.db.execute("SELECT 1") as cursor:
                 return await cursor.fetchone()
 

@@ -343,6 +343,8 @@ class Store:
         #: (st_dev, st_ino) of the database and of its -wal as opened.
         self._identity: tuple[int, int] | None = None
         self._wal_identity: tuple[int, int] | None = None
+        #: When quick_check last passed (monotonic), for checks that may skip it.
+        self._checked_at: float | None = None
 
     @classmethod
     async def open(
@@ -433,6 +435,8 @@ class Store:
         return self.path.with_name(self.path.name + "-wal")
 
     def _remember_identity(self) -> None:
+        """After an open or a recovery, both of which checked the file."""
+        self._checked_at = time.monotonic()
         self._identity = _identity(self.path)
         self._wal_identity = _identity(self._wal_path())
 
@@ -452,26 +456,33 @@ class Store:
             return f"the write-ahead log {self._wal_path()} was {'deleted' if wal is None else 'replaced'} while in use"
         return None
 
-    async def check_file(self) -> str | None:
-        """None if the file on disk is the one open and passes quick_check, else what is wrong."""
+    async def check_file(self, *, quick_check_within: float = 0.0) -> str | None:
+        """None if the file on disk is the one open and passes quick_check, else what is wrong.
+
+        The identity is compared every time (it costs two stat calls); quick_check reads
+        the whole file, so it is skipped if one passed less than `quick_check_within` s ago.
+        """
         problem = self._identity_problem()
         if problem is not None:
             return problem
+        if self._checked_at is not None and time.monotonic() - self._checked_at < quick_check_within:
+            return None
         try:
             await self._check_integrity()
+            self._checked_at = time.monotonic()
         except _Corrupt as exc:
             return f"database {self.path} fails quick_check: {exc}"
         except sqlite3.Error as exc:
             return f"database {self.path} is unreadable: {exc}"
         return None
 
-    async def verify(self) -> str | None:
+    async def verify(self, *, quick_check_within: float = 0.0) -> str | None:
         """Check the file on disk; if it is not the one open or is damaged, recover.
 
         Returns None when all is well, else the line said about what was found and done.
         """
         async with self._write_lock:
-            problem = await self.check_file()
+            problem = await self.check_file(quick_check_within=quick_check_within)
             if problem is None:
                 return None
             return await self._recover_and_say(problem)
