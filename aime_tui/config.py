@@ -7,6 +7,7 @@ first-launch defaults. Secrets are kept here and masked wherever they are shown.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import tomllib
@@ -506,10 +507,16 @@ listen = ""
 """
 
 
-def write_config_template(path: Path) -> None:
-    """Write the commented config; refuse to overwrite one the user may have filled in."""
+def write_config_template(path: Path, lastfm: Mapping[str, str] | None = None) -> None:
+    """Write the commented config, with the [lastfm] values given filled in (`user`,
+    `api_key`); refuse to overwrite one the user may have filled in."""
     if path.exists():
         raise ConfigError(f"{path} already exists; edit it or move it away first")
+    text = CONFIG_TEMPLATE
+    for key, value in (lastfm or {}).items():
+        # A JSON string is a valid TOML basic string (same escapes).
+        text = text.replace(f'\n{key} = ""\n', f"\n{key} = {json.dumps(value)}\n", 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(CONFIG_TEMPLATE, encoding="utf-8")
-    path.chmod(0o600)
+    # Created 0600 from the start: the API key is never readable by others, even briefly.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
+        out.write(text)

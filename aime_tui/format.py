@@ -16,10 +16,11 @@ NONE = "–"
 # Keyed by the state's value: RunState is a StrEnum, and the wire carries the value.
 STATE_SYMBOL = {
     "running": "●", "starting": "◌", "stopping": "◌", "backoff": "◌", "stopped": "○", "needs attention": "✖",
+    "not set up": "◇",
 }
 STATE_COLOUR = {
     "running": "green", "starting": "cyan", "stopping": "cyan", "backoff": "yellow",
-    "stopped": "bright_black", "needs attention": "bold red",
+    "stopped": "bright_black", "needs attention": "bold red", "not set up": "yellow",
 }
 
 
@@ -64,6 +65,11 @@ def when(epoch: float | None, now: float | None = None) -> str:
 def stamp(epoch: float) -> str:
     """A moment of record (a transition, a play): date and time in full."""
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 warning', '2 warnings', '0 errors': the noun agrees with the number."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
 def track_position(seconds: float | None) -> str:

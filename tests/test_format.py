@@ -26,7 +26,7 @@ def test_every_state_has_a_symbol_and_a_word_and_a_backoff_never_says_0s():
     assert {state: state_badge(state) for state in RunState} == {
         RunState.STOPPED: "○ stopped", RunState.STARTING: "◌ starting", RunState.RUNNING: "● running",
         RunState.BACKOFF: "◌ backoff", RunState.STOPPING: "◌ stopping",
-        RunState.NEEDS_ATTENTION: "✖ needs attention",
+        RunState.NEEDS_ATTENTION: "✖ needs attention", RunState.NOT_SET_UP: "◇ not set up",
     }
     assert state_badge(RunState.BACKOFF, 0.2) == "◌ backoff 1s"
     assert state_badge("backoff", 12.0) == "◌ backoff 12s"  # a wire view's state reads the same
@@ -37,3 +37,9 @@ def test_a_countdown_rounds_up_as_the_badge_does():
     for left in (0.2, 4.5, 30.0, 58.1):
         assert state_badge("backoff", left) == f"◌ backoff {countdown(left).replace(' s', 's')}"
     assert countdown(4.5) == "5 s" and countdown(60.4) == "1 min 01 s"
+
+
+def test_counts_agree_with_their_noun():
+    from aime_tui.format import count
+
+    assert [count(n, "warning") for n in (0, 1, 2, 1500)] == ["0 warnings", "1 warning", "2 warnings", "1,500 warnings"]

@@ -78,14 +78,16 @@ def test_all_wanted_running_is_healthy(tmp_path, cleanup):
 
 @needs_executable
 def test_some_wanted_not_running_is_degraded_and_none_is_unhealthy(tmp_path, cleanup):
-    # No config: the trackers need attention and only the scheduler runs.
+    # No config: the trackers are not set up (not failing) and only the scheduler runs.
     headless = Headless(tmp_path, demo=False, env={"AIME_LASTFM_API_KEY": "secret-key-1234567890"}).start("Restored 1 succeeded")
     cleanup.callback(headless.stop)
     result = headless.cli("health")
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("degraded · up ")
-    assert "  problem: tracker is wanted but needs attention: set lastfm.user in" in "\n".join(lines)
+    assert lines[0].startswith("healthy · up ")
+    assert "last hour: 0 errors, 0 warnings" in lines[0]
+    assert "  not set up: tracker: set lastfm.user in" in "\n".join(lines)
+    assert "  last restoration: Restored 1 succeeded, 0 failed, 2 not set up in" in "\n".join(lines)
     assert "secret-key" not in result.stdout
 
     assert headless.cli("stop", "scheduler").returncode == 0
@@ -93,4 +95,5 @@ def test_some_wanted_not_running_is_degraded_and_none_is_unhealthy(tmp_path, cle
     assert result.returncode == 4
     report = json.loads(result.stdout)
     assert report["status"] == "unhealthy"
-    assert report["errors"]["errors_last_hour"] >= 1  # the tracker's "needs attention"
+    assert set(report["not_set_up"]) == {"tracker", "roon_tracker"}
+    assert report["problems"] == ["no wanted service is set up"]

@@ -96,14 +96,26 @@ async def test_time_not_wanted_does_not_count_against_it(store):
     assert day.share == pytest.approx(0.75)
 
 
-async def test_a_clean_shutdown_is_downtime_while_wanted(store):
+async def test_the_time_aime_tui_was_not_running_is_counted_apart_not_as_downtime(store):
     await run(store, NOW - 12 * HOUR, "scheduler")
-    await halt(store, NOW - 9 * HOUR, "scheduler")  # aime-tui stopped overnight
+    await halt(store, NOW - 9 * HOUR, "scheduler")  # aime-tui quit overnight
     await run(store, NOW - 1 * HOUR, "scheduler")
     windows, _ = load(store, "scheduler")
-    assert windows["24 h"].wanted == 12 * HOUR
-    assert windows["24 h"].running == 4 * HOUR
-    assert windows["24 h"].unrecorded == 0
+    day = windows["24 h"]
+    assert day.wanted == 4 * HOUR and day.running == 4 * HOUR and day.share == 1.0
+    assert day.not_running == 8 * HOUR and day.unrecorded == 0
+    assert history.window_line(day, 0) == (
+        "last 24 h: available 100.0 % (running 4 h of 4 h wanted), aime-tui not running 8 h, 0 restarts"
+    )
+
+
+def test_rounded_durations_never_contradict_the_percentage():
+    window = history.Availability("24 h", 12.0, wanted=12.0, running=11.68, unrecorded=0.0)
+    assert history.window_line(window, 1) == (
+        "last 24 h: available 97.3 % (running all but 0.3 s of 12 s wanted), 1 restart"
+    )
+    nearly = history.Availability("7 d", 7 * 86400.0, wanted=7 * 86400.0, running=7 * 86400.0 - 30, unrecorded=0.0)
+    assert history.percent(nearly) == "99.9 %", "never 100.0 % while it was down"
 
 
 async def test_an_unrecorded_death_is_not_guessed(store):

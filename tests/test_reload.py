@@ -12,6 +12,7 @@ import pytest
 from waits import wait_until
 
 from aime_tui.config import load_config
+from aime_tui.core.faults import NothingToDo
 from aime_tui.core.model import LogEvent, RunState
 from aime_tui.demo.lastfm_fake import FakeLastfm
 from aime_tui.engine import Engine
@@ -50,7 +51,7 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
     supervisor = await engine.open()
     try:
         summary = await supervisor.restore("launch")
-        assert summary.failed["tracker"] == f"set lastfm.api_key in {path}"
+        assert summary.not_set_up["tracker"] == f"set lastfm.api_key in {path}"
         scheduler = supervisor.view("scheduler")
         assert (scheduler.state, scheduler.up) == (RunState.NEEDS_ATTENTION, True)
         assert f"in {path}, then retry (r)" in scheduler.reason
@@ -60,12 +61,12 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         # runs (a second failure is logged) and fails the same way.
         failures = []
         supervisor.subscribe(
-            lambda event: isinstance(event, LogEvent) and event.text.startswith("tracker needs attention")
+            lambda event: isinstance(event, LogEvent) and event.text.startswith("tracker not set up")
             and failures.append(event.text)
         )
         await supervisor.retry_now("tracker")
         await wait_until(lambda: failures, timeout=3.0, what="the retry failing again")
-        assert failures == [f"tracker needs attention: set lastfm.api_key in {path}"]
+        assert failures == [f"tracker not set up: set lastfm.api_key in {path}"]
         assert notices == [] and lastfm.requests == []
 
         write_config(path, lastfm, key=KEY)
@@ -86,7 +87,8 @@ async def test_a_fixed_config_file_applies_at_the_retry(tmp_path, lastfm):
         path.write_text("[lastfm\napi_key = \n")
         await supervisor.stop("tracker")
         await supervisor.start("tracker")
-        await supervisor.retry_now("scheduler")  # running: nothing to retry, nothing read
+        with pytest.raises(NothingToDo):  # running: nothing to retry, nothing read
+            await supervisor.retry_now("scheduler")
         await wait_until(lambda: supervisor.view("tracker").state is RunState.RUNNING, timeout=3.0)
         errors = [text for text, level in notices if level == logging.ERROR]
         assert len(errors) == 1 and f"{path}: not valid TOML" in errors[0]

@@ -45,8 +45,27 @@ async def restored(pilot) -> None:
     await pilot.pause(0.3)
 
 
+#: The sizes people meet it at: a roomy terminal, the classic 80×24, a small split pane.
+SIZES = [(120, 35), (80, 24), (60, 20)]
+
+
 def test_dashboard_after_restoration(snap_compare, here):
     assert snap_compare(frozen_app(), terminal_size=SIZE, run_before=restored)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_dashboard_at_common_sizes(snap_compare, here, size):
+    assert snap_compare(frozen_app(), terminal_size=size, run_before=restored)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_help_over_the_dashboard(snap_compare, here, size):
+    async def open_help(pilot):
+        await restored(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause(0.3)
+
+    assert snap_compare(frozen_app(), terminal_size=size, run_before=open_help)
 
 
 def test_dashboard_after_stop_and_mode_change(snap_compare, here):

@@ -1,7 +1,7 @@
-"""The subcommands of a second shell: status, start, stop, retry, mode, wake, shutdown,
-health, doctor, history, plays, export, stats and notify.
+"""The subcommands of a second shell: status, start, stop, retry, restart, mode, wake,
+shutdown, health, doctor, history, plays, export, stats and notify.
 
-`status`, `start`, `stop`, `retry`, `mode`, `wake`, `shutdown` and `health` talk to the running
+`status`, `start`, `stop`, `retry`, `restart`, `mode`, `wake`, `shutdown` and `health` talk to the running
 instance over its control socket; with no instance running, `status`, `start`, `stop`
 and `mode` read or change the saved desired states directly (holding the instance lock
 meanwhile, so no launch races them). `history`, `plays`, `export`, `stats` and `doctor`
@@ -202,11 +202,25 @@ def cmd_retry(args, config: Config) -> int:
         return fail(problem)
 
     def live() -> int:
+        # A service that is running has nothing to retry: the instance refuses (exit 1)
+        # and says so; `restart` is the verb that restarts it.
         _ask(config, {"cmd": "retry", "service": args.service})
         print(f"{args.service}: retrying now")
         return EXIT_OK
 
     return _live_only(config, "retry", live)
+
+
+def cmd_restart(args, config: Config) -> int:
+    if problem := unknown_service(args.service):
+        return fail(problem)
+
+    def live() -> int:
+        _ask(config, {"cmd": "restart", "service": args.service})
+        print(f"{args.service}: wanted on (saved); the running instance is restarting it")
+        return EXIT_OK
+
+    return _live_only(config, "restart", live)
 
 
 def cmd_wake(args, config: Config) -> int:
@@ -417,6 +431,7 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "start": cmd_start_stop,
     "stop": cmd_start_stop,
     "retry": cmd_retry,
+    "restart": cmd_restart,
     "mode": cmd_mode,
     "wake": cmd_wake,
     "shutdown": cmd_shutdown,

@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 
 from aime_tui import __version__
-from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, fail
+from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, exit_codes_for, fail
+from aime_tui.cli.init import cmd_init
 from aime_tui.config import (
     Config,
     ConfigError,
     load_config,
-    write_config_template,
 )
 from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.files import UnsafeDataDir, ensure_private_dir
@@ -67,18 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(
-            name, parents=[shared], help=text, description=text, epilog=EXIT_CODES,
+            name, parents=[shared], help=text, description=text, epilog=exit_codes_for(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    command("init", "write a commented config file to fill in")
+    command("init", "write the config file (in a terminal: asks for the Last.fm account and tries it once)")
     command("status", "the services of the running instance (or the saved desired states)").add_argument(
         "--json", action="store_true", help="machine-readable"
     )
     for verb, text in (
         ("start", "want SERVICE running and start it (saved before acknowledged)"),
         ("stop", "want SERVICE stopped and stop it (saved before acknowledged)"),
-        ("retry", "retry SERVICE now, skipping its backoff wait"),
+        ("retry", "retry SERVICE now: skip its backoff wait, or try again after a fix (a running one has nothing to retry)"),
+        ("restart", "stop SERVICE and start it again, whatever its state (wanted on, saved)"),
     ):
         command(verb, text).add_argument("service", metavar="SERVICE", help=", ".join(SERVICE_NAMES))
     command("mode", f"set the {moded_service().name}'s mode (saved)").add_argument(
@@ -133,6 +134,9 @@ def setup_logging(config: Config, *, to_stderr: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # aiosqlite logs statement parameters at DEBUG, and those include the Roon token.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # APScheduler logs its bookkeeping at INFO ('Added job "…" to job store "default"',
+    # each run executed): the scheduler service says what it plans in words instead.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 # Files aime-tui creates are its owner's alone, whatever umask the shell had.
@@ -153,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
 
     if args.command == "init":
-        try:
-            write_config_template(config.config_path)
-        except (ConfigError, OSError) as exc:
-            return fail(str(exc))
-        print(f"wrote {config.config_path}: fill in [lastfm] and [roon], then run aime-tui")
-        return 0
+        return cmd_init(args, config)
     try:
         # Refused before anything is read or written there (OpenSSH's StrictModes).
         ensure_private_dir(config.data_dir, create=args.command is None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aime_tui.core.model import ServiceView
-from aime_tui.format import NONE, STATE_SYMBOL, duration, optional_duration, state_badge, when
+from aime_tui.format import NONE, STATE_SYMBOL, count, duration, optional_duration, state_badge, when
 
 
 def status_table(views: list[ServiceView]) -> list[str]:
@@ -42,7 +42,7 @@ def health_lines(report: dict[str, Any]) -> list[str]:
         errors = report["errors"]
         lines[0] += (
             f" · up {duration(report['uptime'])} · database {reachable}"
-            f" · last hour: {errors['errors_last_hour']} errors, {errors['warnings_last_hour']} warnings"
+            f" · last hour: {count(errors['errors_last_hour'], 'error')}, {count(errors['warnings_last_hour'], 'warning')}"
         )
         for name, service in report["services"].items():
             wanted = "wanted" if service["wanted"] else "not wanted"
@@ -55,4 +55,7 @@ def health_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"  problem: {problem}" for problem in report.get("problems", [])]
     if "uptime" in report and report["database"].get("recovered"):
         lines.append(f"  database: {report['database']['recovered']}")
+    lines += [f"  not set up: {name}: {what}" for name, what in (report.get("not_set_up") or {}).items()]
+    if report.get("summary"):
+        lines.append(f"  last restoration: {report['summary']}")
     return lines

@@ -24,6 +24,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from aime_tui.clients.network import log_raw, network_failure
 from aime_tui.clients.pacing import bucket_for
 from aime_tui.config import mask_secret
 from aime_tui.core.faults import NeedsAttention, RetryAfter
@@ -325,8 +326,11 @@ class LastfmClient:
         except httpx.TimeoutException:
             failure = LastfmError(f"no answer from Last.fm within {self.timeout:g} s")
         except httpx.HTTPError as exc:
-            detail = self._scrub(str(exc)) or type(exc).__name__
-            failure = LastfmError(f"cannot reach Last.fm: {detail}")
+            url = httpx.URL(self.api_url)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            detail = network_failure(exc, url.host, port, timeout=self.timeout)
+            log_raw("Last.fm request", exc, scrub=self._scrub)
+            failure = LastfmError(f"cannot reach Last.fm: {detail or self._scrub(str(exc)) or type(exc).__name__}")
         if failure is not None:
             raise failure
         return self._read(response)

@@ -24,10 +24,13 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from aime_tui.clients.network import log_raw, network_failure
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +290,10 @@ class MooConnection:
         except InvalidHandshake as exc:
             raise MooConnectError(url, f"handshake refused ({exc})") from None
         except OSError as exc:
-            raise MooConnectError(url, exc.strerror or str(exc) or type(exc).__name__) from None
+            log_raw(f"opening {url}", exc)
+            address = urlsplit(url)
+            reason = network_failure(exc, address.hostname or url, address.port)
+            raise MooConnectError(url, reason or exc.strerror or str(exc) or type(exc).__name__) from None
         return cls(websocket, handlers)
 
     @property

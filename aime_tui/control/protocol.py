@@ -7,7 +7,8 @@ form. Requests look like `{"cmd": "start", "service": "tracker"}`; every answer 
 
     status                 pid, uptime, data dir, last restore summary, service views
     start|stop  service    acknowledged once the desired state is committed (durable)
-    retry       service    skip the backoff wait
+    retry       service    skip the backoff wait (refused when there is nothing to retry)
+    restart     service    want it running, stop it and start it again
     mode   mode [service]  the service defaults to the one that has modes
     wake                   recover as after a sleep; answers with the restore summary
     health                 see reports/health.py
@@ -23,7 +24,7 @@ import json
 import socket
 import struct
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Iterable
 
 from aime_tui.core.model import (
     Event,
@@ -84,14 +85,18 @@ def event_to_wire(event: Event) -> dict[str, Any]:
     return {"event": "log", "text": event.text, "level": event.level, "service": event.service, "at": event.at}
 
 
-def summary_to_wire(summary: RestoreSummary) -> dict[str, Any]:
+def summary_to_wire(summary: RestoreSummary, views: Iterable[ServiceView] = (), now: float | None = None) -> dict[str, Any]:
+    """The summary, its line saying which failures have recovered since when views and now are given."""
+    views = list(views)
     return {
         "at": summary.at,
         "trigger": summary.trigger,
         "succeeded": list(summary.succeeded),
         "failed": summary.failed,
+        "not_set_up": summary.not_set_up,
         "elapsed": summary.elapsed,
-        "line": summary.line(),
+        "recovered": summary.recovered(views, now),
+        "line": summary.line(views, now),
     }
 
 
@@ -104,4 +109,7 @@ def view_from_wire(wire: dict[str, Any]) -> ServiceView:
 
 
 def summary_from_wire(wire: dict[str, Any]) -> RestoreSummary:
-    return RestoreSummary(wire["at"], wire["trigger"], tuple(wire["succeeded"]), wire["failed"], wire["elapsed"])
+    return RestoreSummary(
+        wire["at"], wire["trigger"], tuple(wire["succeeded"]), wire["failed"], wire["elapsed"],
+        wire.get("not_set_up") or {},
+    )

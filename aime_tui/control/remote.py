@@ -310,6 +310,9 @@ class RemoteSupervisor(ServiceControl):
     async def retry_now(self, name: str) -> None:
         await self._request({"cmd": "retry", "service": name})
 
+    async def restart_now(self, name: str) -> None:
+        await self._request({"cmd": "restart", "service": name})
+
     async def set_mode(self, name: str, mode: str) -> None:
         await self._request({"cmd": "mode", "service": name, "mode": mode})
 

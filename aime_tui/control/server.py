@@ -220,7 +220,10 @@ class ControlServer:
             "uptime": self.uptime,
             "data_dir": str(self.engine.config.data_dir),
             "demo": self.engine.config.demo,
-            "summary": None if self.last_summary is None else summary_to_wire(self.last_summary),
+            # Its line says which failures have recovered since (the views are as of now).
+            "summary": None if self.last_summary is None else summary_to_wire(
+                self.last_summary, supervisor.views(), self._wall()
+            ),
             "services": [view_to_wire(view) for view in supervisor.views()],
             "modes": {name: list(supervisor.modes(name)) for name in supervisor.names if supervisor.modes(name)},
         }
@@ -238,6 +241,11 @@ class ControlServer:
     async def _cmd_retry(self, request: dict[str, Any]) -> dict[str, Any]:
         name = self._service_name(request)
         await self._supervisor().retry_now(name)
+        return {"service": name}
+
+    async def _cmd_restart(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = self._service_name(request)
+        await self._supervisor().restart_now(name)  # returns once "wanted" is durable
         return {"service": name}
 
     async def _cmd_mode(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +283,6 @@ class ControlServer:
             database=database,
             uptime=self.uptime,
             errors=self.errors.counts(),
-            summary=None if self.last_summary is None else self.last_summary.line(),
+            summary=None if self.last_summary is None else self.last_summary.line(supervisor.views(), self._wall()),
             now=self._wall(),
         )

@@ -13,6 +13,16 @@ class NeedsAttention(Exception):
     user acts (an extension awaiting approval) reports attention instead."""
 
 
+class NotSetUp(NeedsAttention):
+    """A service missing a setting it cannot run without (no API key, no Core address):
+    not set up rather than failed. The message says which setting to set, and where."""
+
+
+class NothingToDo(ValueError):
+    """A request that finds nothing to act on (retrying a service that is running): said
+    to the user, who asked for something else, and nothing changes."""
+
+
 class RetryAfter(Exception):
     """A transient fault with a wait the other side asked for (HTTP 429, Last.fm error 29)."""
 

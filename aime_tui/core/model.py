@@ -2,15 +2,18 @@
 and the events the supervisor tells its listeners (the UI, the logs, the control socket).
 
 Plain data, shared by the supervisor, the control protocol on both sides of the wire,
-the reports and the front ends. No behaviour beyond how a summary reads.
+the reports and the front ends. No behaviour beyond how a summary reads (with the
+services as they are now: which failures have recovered since).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from aime_tui.format import clock
 
 
 class RunState(StrEnum):
@@ -20,6 +23,8 @@ class RunState(StrEnum):
     BACKOFF = "backoff"
     STOPPING = "stopping"
     NEEDS_ATTENTION = "needs attention"
+    #: Wanted, but missing a setting it cannot run without: not a failure (see NotSetUp).
+    NOT_SET_UP = "not set up"
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,34 @@ class RestoreSummary:
     succeeded: tuple[str, ...]
     failed: dict[str, str]
     elapsed: float
+    #: Wanted services missing a setting, with what to set: counted apart, not as failures.
+    not_set_up: dict[str, str] = field(default_factory=dict)
 
-    def line(self) -> str:
-        text = (
-            f"Restored {len(self.succeeded)} succeeded, {len(self.failed)} failed"
-            f" in {self.elapsed:.2f} s"
-        )
-        if self.failed:
-            text += " — " + "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+    def line(self, views: Iterable[ServiceView] = (), now: float | None = None) -> str:
+        """The summary; given the services as they are `now`, it also says which failed
+        services have recovered since, and when."""
+        counts = f"Restored {len(self.succeeded)} succeeded, {len(self.failed)} failed"
+        if self.not_set_up:
+            counts += f", {len(self.not_set_up)} not set up"
+        text = f"{counts} in {self.elapsed:.2f} s"
+        reasons = {**self.failed, **self.not_set_up}
+        if reasons:
+            text += " — " + "; ".join(f"{name}: {why}" for name, why in reasons.items())
+        recovered = self.recovered(views, now)
+        if recovered:
+            text += " (" + ", ".join(f"{name} recovered {clock(at)}" for name, at in recovered.items()) + ")"
         return text
+
+    def recovered(self, views: Iterable[ServiceView], now: float | None) -> dict[str, float]:
+        """The failed (or not set up) services running now, and since when (wall clock)."""
+        if now is None:
+            return {}
+        recovered = {}
+        for view in views:
+            if view.name in self.failed or view.name in self.not_set_up:
+                if view.state is RunState.RUNNING and view.uptime is not None:
+                    recovered[view.name] = now - view.uptime
+        return recovered
 
 
 Event = LogEvent | StateEvent | RestoreSummary

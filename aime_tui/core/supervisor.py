@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from aime_tui.core.bus import EventBus
-from aime_tui.core.faults import NeedsAttention, RetryAfter
+from aime_tui.core.faults import NeedsAttention, NothingToDo, NotSetUp, RetryAfter
 from aime_tui.core.ports import ServiceControl
 from aime_tui.core.model import (
     Event,
@@ -51,7 +51,7 @@ HEARTBEAT_EVERY = 30.0
 # How a successful start reads in the log, by what caused it.
 _SUCCESS_WORD = {
     "launch": "restored", "wake": "restored", "backoff": "recovered", "heartbeat": "restarted",
-    "reload": "restarted with its new settings",
+    "reload": "restarted with its new settings", "restart": "restarted",
 }
 
 
@@ -224,10 +224,14 @@ class Supervisor(ServiceControl):
         """Skip the backoff wait, or retry a service that needs attention.
 
         One that is up while it waits on the user is restarted: it reconnects and asks again.
+        A service that is running, starting or not wanted has nothing to retry: NothingToDo
+        says so (restart() restarts a running one).
         """
         record = self._record(name)
-        if not record.wanted or record.state in (RunState.RUNNING, RunState.STARTING):
-            return
+        if record.state in (RunState.RUNNING, RunState.STARTING):
+            raise NothingToDo(f"{name} is {record.state.value}: nothing to retry (use restart to restart it)")
+        if not record.wanted:
+            raise NothingToDo(f"{name} is not wanted: nothing to retry (use start to start it)")
         self._cancel_retry(record)
         if record.up:
             self._launch(record, self._restart(record, "retry"))
@@ -242,6 +246,15 @@ class Supervisor(ServiceControl):
             return
         self._cancel_retry(record)
         await self._launch(record, self._restart(record, reason))
+
+    async def restart_now(self, name: str) -> None:
+        """Stop and start again, whatever state it is in; wanted on first (committed)."""
+        record = self._record(name)
+        await self._commit_wanted(record, True, "user")
+        self._cancel_retry(record)
+        record.failures = 0
+        self._log(f"{name} restarting (asked for)", service=name)
+        self._launch(record, self._restart(record, "restart"))
 
     async def set_mode(self, name: str, mode: str, reason: str = "user") -> None:
         """Commit the mode, then apply it to the running service."""
@@ -281,14 +294,17 @@ class Supervisor(ServiceControl):
             self.restoring -= names
         succeeded = []
         failed = {}
+        not_set_up = {}
         for record, outcome in zip(wanted, outcomes):
             if outcome is None:
                 succeeded.append(record.service.name)
+            elif isinstance(outcome, str) and record.state is RunState.NOT_SET_UP:
+                not_set_up[record.service.name] = outcome
             elif isinstance(outcome, str):
                 failed[record.service.name] = outcome
             # a CancelledError means the user stopped it meanwhile: neither.
         summary = RestoreSummary(
-            self._wall(), trigger, tuple(succeeded), failed, self._clock() - began
+            self._wall(), trigger, tuple(succeeded), failed, self._clock() - began, not_set_up
         )
         log.info(summary.line())
         self._emit(summary)
@@ -420,6 +436,11 @@ class Supervisor(ServiceControl):
         why = describe_failure(failure)
         record.reason = why
         record.running_since = None
+        if isinstance(failure, NotSetUp):
+            # Not a failure: down until the user sets what it needs, then retries (r).
+            self._set_state(record, RunState.NOT_SET_UP, "error")
+            self._log(f"{name} not set up: {why}", service=name)
+            return why
         if isinstance(failure, NeedsAttention):
             self._set_state(record, RunState.NEEDS_ATTENTION, "error")
             self._log(f"{name} needs attention: {why}", logging.ERROR, name)

@@ -6,7 +6,8 @@ Owns the verdict and the report `aime-tui health` prints:
   counts as healthy: there is nothing to be failing at);
 - degraded: some wanted service is not running (starting, in backoff, needs attention),
   including one that is up but waits on the user (a Roon extension not yet approved):
-  not healthy, but not failing either;
+  not healthy, but not failing either. A service that is merely not set up (no API key,
+  no Core address) is not counted: it is listed apart, with the setting it needs;
 - unhealthy: the database does not answer, no wanted service is running or up and
   waiting, or no instance runs at all.
 
@@ -101,7 +102,9 @@ def assess(
 ) -> dict[str, Any]:
     """The health report of a running instance, as plain data."""
     views = list(views)
-    wanted = [view for view in views if view.wanted]
+    # A service that is not set up is not failing: it is reported apart, with what to set.
+    not_set_up = {view.name: view.reason or "" for view in views if view.wanted and view.state is RunState.NOT_SET_UP}
+    wanted = [view for view in views if view.wanted and view.name not in not_set_up]
     running = [view for view in wanted if view.state is RunState.RUNNING]
     up = [view for view in wanted if view.up or view.state is RunState.RUNNING]
     problems = [
@@ -113,8 +116,10 @@ def assess(
     if not database.get("reachable"):
         status = UNHEALTHY
         problems.insert(0, f"database unreachable: {database.get('error')}")
-    elif wanted and not up:
-        status = UNHEALTHY
+    elif (wanted or not_set_up) and not up:
+        status = UNHEALTHY  # nothing wanted is up, or nothing wanted is set up
+        if not wanted:
+            problems.append("no wanted service is set up")
     elif len(running) < len(wanted):
         status = DEGRADED
     else:
@@ -143,6 +148,7 @@ def assess(
         },
         "errors": errors,
         "problems": problems,
+        "not_set_up": not_set_up,
         "summary": summary,
     }
 

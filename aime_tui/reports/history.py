@@ -35,6 +35,9 @@ RUNTIME_STATES = tuple(state.value for state in RunState)
 RESTART_REASONS = ("backoff", "heartbeat")
 FAILURE_STATES = (RunState.BACKOFF.value, RunState.NEEDS_ATTENTION.value)
 _COLUMNS = "service, from_state, to_state, reason, at"
+#: The reason of the stops a clean quit records; OFF marks the time until the next launch.
+SHUTDOWN = "shutdown"
+OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Availability:
     running: float
     #: Time wanted for which the records cannot say whether it ran.
     unrecorded: float
+    #: Time wanted while aime-tui itself was not running (after a clean quit, until the
+    #: next launch): not the service's downtime, so not in `wanted`.
+    not_running: float = 0.0
 
     @property
     def share(self) -> float | None:
@@ -106,12 +112,19 @@ def availability(
         state = runtime_rows[0].from_state
     else:
         state = RunState.STOPPED.value
-    changes: list[list] = [[float("-inf"), state == RunState.RUNNING.value]]
+    # Runtime: True running, False not running, None unrecorded, OFF aime-tui not running.
+    initially = state == RunState.RUNNING.value
+    if prior_runtime is not None and prior_runtime.reason == SHUTDOWN and state == RunState.STOPPED.value:
+        initially = OFF
+    changes: list[list] = [[float("-inf"), initially]]
     for row in runtime_rows:
         if row.from_state != state:
             # The previous instance stopped without saying so: since its last row, unknown.
             changes[-1][1] = None
-        changes.append([row.at, row.to_state == RunState.RUNNING.value])
+        if row.to_state == RunState.STOPPED.value and row.reason == SHUTDOWN:
+            changes.append([row.at, OFF])  # a clean quit: aime-tui is away until the next launch
+        else:
+            changes.append([row.at, row.to_state == RunState.RUNNING.value])
         state = row.to_state
     if not alive and state != RunState.STOPPED.value:
         changes[-1][1] = None  # no instance runs, yet the last row says it does
@@ -126,18 +139,20 @@ def availability(
     wanted_steps = _steps(initially, ((row.at, row.to_state == "wanted") for row in wanted_rows))
 
     bounds = sorted({start, end, *(at for at in running_steps[0] + wanted_steps[0] if start < at < end)})
-    wanted = running = unrecorded = 0.0
+    wanted = running = unrecorded = not_running = 0.0
     for lo, hi in zip(bounds, bounds[1:]):
         if not _value_at(wanted_steps, lo):
             continue
         is_running = _value_at(running_steps, lo)
-        if is_running is None:
+        if is_running is OFF:
+            not_running += hi - lo
+        elif is_running is None:
             unrecorded += hi - lo
         else:
             wanted += hi - lo
             if is_running:
                 running += hi - lo
-    return Availability(label, end - start, wanted, running, unrecorded)
+    return Availability(label, end - start, wanted, running, unrecorded, not_running)
 
 
 # -- reading the database -------------------------------------------------------------------
@@ -220,8 +235,14 @@ def load(
 
 
 def percent(window: Availability) -> str:
+    """Rounded, except that it says 100.0 % only when the service never was down."""
     share = window.share
-    return "–" if share is None else f"{share * 100:.1f} %"
+    if share is None:
+        return "–"
+    tenths = round(share * 1000)
+    if tenths == 1000 and share < 1:
+        tenths = 999
+    return f"{tenths / 10:.1f} %"
 
 
 def transition_parts(row: Transition) -> tuple[str, str, str]:
@@ -239,9 +260,16 @@ def window_line(window: Availability, restarts: int) -> str:
         return f"last {window.label}: nothing recorded"
     text = f"last {window.label}: available {percent(window)}"
     if window.wanted:
-        text += f" (running {duration(window.running)} of {duration(window.wanted)} wanted)"
-    elif not window.unrecorded:
+        running, wanted = duration(window.running), duration(window.wanted)
+        if running == wanted and window.running < window.wanted:
+            # Rounded alike, they would say "12 s of 12 s" beside 97.3 %: say the gap.
+            text += f" (running all but {duration(window.wanted - window.running)} of {wanted} wanted)"
+        else:
+            text += f" (running {running} of {wanted} wanted)"
+    elif not window.unrecorded and not window.not_running:
         text += " (not wanted)"
+    if window.not_running >= 1:
+        text += f", aime-tui not running {duration(window.not_running)}"
     if window.unrecorded >= 1:
         text += f", {duration(window.unrecorded)} unrecorded"
     return text + f", {restarts} restart{'s' if restarts != 1 else ''}"

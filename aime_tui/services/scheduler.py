@@ -48,6 +48,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from aime_tui.clients.lastfm import MAX_PAGE_SIZE, SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig, SchedulerConfig
+from aime_tui.format import duration, when
 from aime_tui.services.base import Service
 from aime_tui.services.lastfm_history import LATE_WINDOW, Sweep, reconcile, sweep_step
 from aime_tui.services.registry import MASSIVE, SCHEDULER_MODES, setting_hint
@@ -190,6 +191,9 @@ class CollectionScheduler(Service):
             "eta": self._eta(),
             # Seconds between catch-ups while they are scheduled (in either mode), else None.
             "catchup_every": self.config.catchup_interval if self._job("catchup") else None,
+            # A duty that is off, and why in words: the catch-up needs Last.fm set up.
+            "duties_off": self._duties_off(),
+            "next_job": self._next_job(),
             "cursor": self._cursor_text(),
             "last_check": self.last_check,
             "tracks_found": self.tracks_found,
@@ -222,6 +226,7 @@ class CollectionScheduler(Service):
         # The duties run in both modes: a backfill, however long, never costs a backup,
         # and once it is complete MASSIVE carries on with them instead of idling.
         self._schedule_duties(scheduler)
+        log.info("%s", self.duties_line())
         if self.mode == MASSIVE and self.lastfm.missing():
             # Up for the optimize and backup, but not doing the work the user asked for:
             # that must not look healthy.
@@ -259,6 +264,41 @@ class CollectionScheduler(Service):
                 run, trigger, id=job, misfire_grace_time=DAILY_GRACE,
                 next_run_time=trigger.get_next_fire_time(None, since),
             )
+
+    def _duties_off(self) -> list[str]:
+        if self._scheduler is None or not self.lastfm.missing():
+            return []
+        hint = setting_hint(self.lastfm.missing(), self.config_path)
+        return [f"catch-up off: Last.fm not set up ({hint})"]
+
+    def _next_job(self) -> str | None:
+        """What runs at next_run, in words."""
+        if self._scheduler is None or not self._scheduler.running:
+            return None
+        if self._next_page_at is not None:
+            return "backfill page"
+        jobs = [job for job in self._scheduler.get_jobs() if job.next_run_time]
+        if not jobs:
+            return None
+        first = min(jobs, key=lambda job: job.next_run_time)
+        return {"catchup": "catch-up", "optimize": "optimise", "backup": "backup"}.get(first.id, first.id)
+
+    def duties_line(self) -> str:
+        """What the scheduler will do, in words (APScheduler's own job lines are not logged)."""
+        duties = []
+        catchup = self._job("catchup")
+        if catchup is not None:
+            duties.append(
+                f"catch-up every {duration(self.config.catchup_interval)}"
+                f" (next {_next(catchup)})"
+            )
+        for job, what in (("optimize", "database optimise"), ("backup", "backup")):
+            scheduled = self._job(job)
+            if scheduled is not None:
+                duties.append(f"{what} next at {_next(scheduled)}")
+        if self.mode == MASSIVE and not self.lastfm.missing():
+            duties.append("backfill complete" if self.backfill_done else f"backfill one page every {duration(self.config.backfill_interval)}")
+        return f"scheduler in {self.mode}: " + ", ".join(duties + self._duties_off())
 
     def _job(self, job_id: str):
         scheduler = self._scheduler
@@ -469,6 +509,10 @@ def _current_format(state: dict[str, Any]) -> dict[str, Any]:
 
 def _last_run_cursor(job: str) -> str:
     return f"scheduler:last_run:{job}"
+
+
+def _next(job) -> str:
+    return when(job.next_run_time.timestamp() if job.next_run_time else None)
 
 
 def _aware(epoch: float) -> datetime:

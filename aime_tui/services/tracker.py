@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from aime_tui.clients.lastfm import SOURCE, LastfmClient, classify
 from aime_tui.config import Config, LastfmConfig
-from aime_tui.core.faults import NeedsAttention
+from aime_tui.core.faults import NotSetUp
 from aime_tui.services.base import Service
 from aime_tui.services.lastfm_history import Sweep, sweep_step
 from aime_tui.services.registry import setting_hint
@@ -91,7 +91,7 @@ class LastfmTracker(Service):
         missing = self._config.missing()
         if missing:
             self._last_error = setting_hint(missing, self._config_path)
-            raise NeedsAttention(self._last_error)
+            raise NotSetUp(self._last_error)
 
     def _new_client(self) -> LastfmClient:
         return LastfmClient(

@@ -29,18 +29,22 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 
 from aime_tui.control.client import ControlError, Unreachable
+from aime_tui.core.faults import NothingToDo
 from aime_tui.core.model import Event, LogEvent, RestoreSummary, StateEvent
 from aime_tui.core.ports import EngineHost, ServiceControl
 from aime_tui.ui.driver import TerminalDriver
+from aime_tui.ui.screens.confirm import ConfirmScreen
+from aime_tui.ui.screens.help import HelpGroups, HelpScreen
+from aime_tui.ui.widgets.key_bar import KeyBar
 from aime_tui.ui.widgets.lines import DetailLine, NowPlaying, SummaryLine
 from aime_tui.ui.widgets.log_view import LogView
 from aime_tui.ui.widgets.services_table import ServicesTable
 from aime_tui.ui.widgets.title_bar import TitleBar
 
-SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry"}
+SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry", "restart"}
 REFRESH_EVERY = 0.1
 FREEZE_AFTER = 0.5
 STYLES = Path(__file__).resolve().parent / "styles"
@@ -67,25 +71,32 @@ def _terminal_attached() -> bool:
         return False
 
 
+SELECTED = Binding.Group("The selected service")
+EVERY = Binding.Group("All services")
+SCREENS = Binding.Group("Screens and the app")
+
+
 class AimeApp(App):
+    # A short terminal (60×20) gives the services table's frame to the log.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (24, "-tall")]
     TITLE = "aime-tui"
     CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss", STYLES / "plays.tcss"]
+    # The tooltip is what the help screen (?) says; the description is the key bar's word.
     BINDINGS = [
-        Binding("space", "toggle", "toggle"),
-        Binding("s", "start", "start"),
-        Binding("x", "stop", "stop"),
-        Binding("A", "start_all", "all on", show=False),
-        Binding("X", "stop_all", "all off", show=False),
-        Binding("w", "wake", "wake"),
-        Binding("W", "slow_wake", "slow wake (demo)", show=False),
-        Binding("m", "mode", "mode"),
-        Binding("r", "retry", "retry"),
-        Binding("p", "plays", "plays"),
-        Binding("h", "history", "history"),
-        Binding("question_mark", "show_help_panel", "help", show=False),
-        # q before d: where the footer is too narrow for both, it shows which q this is.
-        Binding("q", "quit", "quit", tooltip="Stop the services and quit (what they want is kept)"),
-        Binding("d", "detach", "detach", tooltip="Close the window; the services keep running"),
+        Binding("space", "toggle", "toggle", tooltip="want the selected service on / off", group=SELECTED),
+        Binding("s", "start", "start", tooltip="start the selected service", group=SELECTED),
+        Binding("x", "stop", "stop", tooltip="stop the selected service", group=SELECTED),
+        Binding("r", "retry", "retry", tooltip="retry now: skip a backoff wait, or after fixing the config", group=SELECTED),
+        Binding("p", "plays", "plays", tooltip="the plays: newest first, search (/), plays per day, top artists", group=SCREENS),
+        Binding("h", "history", "history", tooltip="availability, restarts and failures (esc back)", group=SCREENS),
+        Binding("A", "start_all", "all on", show=False, tooltip="start every service", group=EVERY),
+        Binding("X", "stop_all", "all off", show=False, tooltip="stop every service (asks first)", group=EVERY),
+        Binding("m", "mode", "mode", tooltip="scheduler mode: MAINTENANCE ↔ MASSIVE (saved)", group=EVERY),
+        Binding("w", "wake", "wake", tooltip="recover as after a sleep: stop and restore what is wanted", group=EVERY),
+        Binding("W", "slow_wake", "slow wake", show=False, tooltip="demo only: a wake on a slow network", group=EVERY),
+        Binding("question_mark", "help", "help", tooltip="these keys (? or esc closes)", group=SCREENS),
+        Binding("d", "detach", "detach", tooltip="detach: close the window, the services keep running", group=SCREENS),
+        Binding("q", "quit", "quit", tooltip="quit: services stop, what you want is remembered", group=SCREENS),
     ]
 
     def __init__(
@@ -128,7 +139,7 @@ class AimeApp(App):
         yield NowPlaying(id="now-playing")
         yield SummaryLine(id="summary")
         yield LogView(id="log")
-        yield Footer(compact=True)  # at 80 columns, which q this is still shows
+        yield KeyBar(id="keys")
 
     @property
     def table(self) -> ServicesTable:
@@ -289,13 +300,22 @@ class AimeApp(App):
             self._show_detail()
             roon = self.supervisor.view("roon_tracker").status if "roon_tracker" in self.supervisor.names else {}
             self.query_one(NowPlaying).show(roon)
+            self._show_summary()
 
     def _write_log(self, events: list[LogEvent | RestoreSummary]) -> None:
+        # In time order: an attached dashboard's replay of older lines arrives after its own first line.
+        events = sorted(events, key=lambda event: event.at)
         for event in events:
             if isinstance(event, RestoreSummary):
                 self.last_summary = event
-                self.query_one(SummaryLine).show(event)
+        self._show_summary()
         self.log_view.append(events)
+
+    def _show_summary(self) -> None:
+        """The last summary, saying which of its failures have recovered since (the log
+        keeps the line as it was said)."""
+        if self.last_summary is not None and self.supervisor is not None:
+            self.query_one(SummaryLine).show(self.last_summary, self.supervisor.views(), self._now())
 
     def _show_detail(self) -> None:
         name = self.selected_service
@@ -321,6 +341,8 @@ class AimeApp(App):
         """Run a supervisor call; a refusal (unknown mode, closed store) goes to the log."""
         try:
             await operation
+        except NothingToDo as exc:  # asked for something that is already so: said, not an error
+            self._pending_log.append(LogEvent(str(exc), logging.WARNING, at=self._now()))
         except _refusals() as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
@@ -352,12 +374,76 @@ class AimeApp(App):
             await self._act(self.supervisor.start_all())
 
     async def action_stop_all(self) -> None:
-        if await self._supervisor_ready():
-            await self._act(self.supervisor.stop_all())
+        """Stopping everything is hard to undo by accident: ask once."""
+        if not await self._supervisor_ready():
+            return
+        wanted = [view.name for view in self.supervisor.views() if view.wanted or view.up]
+        if not wanted:
+            self._pending_log.append(LogEvent("no service is wanted or running: nothing to stop", at=self._now()))
+            return
+        count = len(wanted)
+        every = "all " if count == len(self.supervisor.names) else ""
+        question = f"stop {every}{count} service{'s' if count != 1 else ''}?"
+
+        async def answered(yes: bool | None) -> None:
+            if yes and self.supervisor is not None:
+                await self._act(self.supervisor.stop_all())
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_groups()))
+
+    def help_groups(self) -> HelpGroups:
+        """The focused part's own keys, then the keys of this screen and the app, by group."""
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        focused = self.focused
+        part = getattr(focused, "HELP_KEYS", None) or getattr(self.screen, "HELP_KEYS", None)
+        if part:
+            title = "The log" if isinstance(focused, EventLog) else "The services table"
+            if not isinstance(focused, (EventLog, ServicesTable)):
+                title = "This screen"
+            groups.append((title, list(part)))
+        # Textual's own keys (focus moves, copy, ctrl+q) are not this app's to explain.
+        textual_own = {
+            (key.strip(), binding.action)
+            for binding in (*App.BINDINGS, *Screen.BINDINGS)
+            if isinstance(binding, Binding)
+            for key in binding.key.split(",")
+        }
+        by_group: dict[str, list[tuple[str, str]]] = {}
+        for node, binding, _, _ in self.screen.active_bindings.values():
+            # The focused widget's own bindings (a table's cursor keys) are its part's above.
+            ours = node is self or node is self.screen
+            textuals = (binding.key, binding.action) in textual_own or binding.action == "command_palette"
+            if not ours or textuals or binding.system or not binding.description:
+                continue
+            if binding.action in SERVICE_ACTIONS and not self._on_dashboard():
+                continue
+            heading = binding.group.description if binding.group else "Other keys"
+            key = self.get_key_display(binding)
+            by_group.setdefault(heading, []).append((key, binding.tooltip or binding.description))
+        if self.ENABLE_COMMAND_PALETTE:
+            palette = (self.COMMAND_PALETTE_BINDING, "command palette: every action by name")
+            by_group.setdefault(SCREENS.description, []).insert(-1, palette)
+        order = [group.description for group in (SELECTED, EVERY, SCREENS)]
+        groups.extend(sorted(by_group.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+        return groups
+
+    def action_detach(self) -> None:
+        self.exit()  # closing an attached engine only lets go of the socket
+
+    def _on_dashboard(self) -> bool:
+        return len(self.screen_stack) == 1
 
     async def action_retry(self, name: str | None = None) -> None:
         if await self._supervisor_ready() and (name := name or self.selected_service):
             await self._act(self.supervisor.retry_now(name))
+
+    async def action_restart(self, name: str | None = None) -> None:
+        if await self._supervisor_ready() and (name := name or self.selected_service):
+            await self._act(self.supervisor.restart_now(name))
 
     async def action_mode(self) -> None:
         if await self._supervisor_ready():
@@ -390,9 +476,55 @@ class AimeApp(App):
         plays = sys.modules.get("aime_tui.ui.screens.plays")
         return plays is not None and isinstance(self.screen, plays.PlaysScreen)
 
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_groups()))
+
+    def help_groups(self) -> HelpGroups:
+        """The focused part's own keys, then the keys of this screen and the app, by group."""
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        focused = self.focused
+        part = getattr(focused, "HELP_KEYS", None) or getattr(self.screen, "HELP_KEYS", None)
+        if part:
+            title = "The log" if isinstance(focused, LogView) else "The services table"
+            if not isinstance(focused, (LogView, ServicesTable)):
+                title = "This screen"
+            groups.append((title, list(part)))
+        # Textual's own keys (focus moves, copy, ctrl+q) are not this app's to explain.
+        textual_own = {
+            (key.strip(), binding.action)
+            for binding in (*App.BINDINGS, *Screen.BINDINGS)
+            if isinstance(binding, Binding)
+            for key in binding.key.split(",")
+        }
+        by_group: dict[str, list[tuple[str, str]]] = {}
+        for node, binding, _, _ in self.screen.active_bindings.values():
+            # The focused widget's own bindings (a table's cursor keys) are its part's above.
+            ours = node is self or node is self.screen
+            textuals = (binding.key, binding.action) in textual_own or binding.action == "command_palette"
+            if not ours or textuals or binding.system or not binding.description:
+                continue
+            if binding.action in SERVICE_ACTIONS and not self._on_dashboard():
+                continue
+            heading = binding.group.description if binding.group else "Other keys"
+            key = self.get_key_display(binding)
+            by_group.setdefault(heading, []).append((key, binding.tooltip or binding.description))
+        if self.ENABLE_COMMAND_PALETTE:
+            palette = (self.COMMAND_PALETTE_BINDING, "command palette: every action by name")
+            by_group.setdefault(SCREENS.description, []).insert(-1, palette)
+        order = [group.description for group in (SELECTED, EVERY, SCREENS)]
+        groups.extend(sorted(by_group.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+        return groups
+
+    def _on_dashboard(self) -> bool:
+        return len(self.screen_stack) == 1
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Over the history and plays screens, service keys would act on a table out of sight.
-        return not ((self._on_history_screen() or self._on_plays_screen()) and action in SERVICE_ACTIONS)
+        # Over another screen (history, help, a question), service keys would act on a
+        # table out of sight.
+        if action == "slow_wake" and self.engine.demo is None:
+            return False  # the demo's slow network only
+        return not (action in SERVICE_ACTIONS and not self._on_dashboard())
 
     async def action_slow_wake(self) -> None:
         if await self._supervisor_ready() and self.engine.demo is not None:
@@ -406,6 +538,7 @@ class AimeApp(App):
             yield SystemCommand(f"Start {name}", f"Want {name} running and start it", partial(self.action_start, name))
             yield SystemCommand(f"Stop {name}", f"Want {name} stopped and stop it", partial(self.action_stop, name))
             yield SystemCommand(f"Retry {name} now", "Skip the backoff wait", partial(self.action_retry, name))
+            yield SystemCommand(f"Restart {name}", "Stop it and start it again (wanted on)", partial(self.action_restart, name))
         yield SystemCommand("Start all services", "Want every service running", self.action_start_all)
         yield SystemCommand("Stop all services", "Want every service stopped", self.action_stop_all)
         yield SystemCommand("Cycle scheduler mode", "MAINTENANCE ↔ MASSIVE (saved)", self.action_mode)

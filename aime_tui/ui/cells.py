@@ -14,15 +14,15 @@ from rich.text import Text
 from aime_tui.core.model import RunState, ServiceView
 from aime_tui.format import STATE_COLOUR, countdown, duration, state_badge, track_position, when
 
-# (key, label, width): fixed widths, so a longer state never truncates or reflows the table.
+# (key, heading), in screen order; widths come from the cells (see widgets/services_table.py).
 COLUMNS = (
-    ("service", "Service", 13),
-    ("state", "State", 18),
-    ("want", "Want", 4),
-    ("mode", "Mode", 11),
-    ("last_check", "Last check", 11),
-    ("plays", "Plays", 9),
-    ("restarts", "↺", 3),
+    ("service", "Service"),
+    ("state", "State"),
+    ("want", "Want"),
+    ("mode", "Mode"),
+    ("last_check", "Last check"),
+    ("plays", "Plays"),
+    ("restarts", "↺"),
 )
 
 
@@ -70,6 +70,8 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
     if view.state is RunState.NEEDS_ATTENTION:
         # A service that stays up meanwhile says so in its own words (see Service.report_attention).
         return f"{view.name} needs attention: {view.reason}"
+    if view.state is RunState.NOT_SET_UP:
+        return f"{view.name} not set up: {view.reason}, then r (or try aime-tui --demo)"
     if view.state is RunState.BACKOFF:
         retry = countdown(view.retry_in or 0)
         return f"{view.name}: {view.reason} — retrying in {retry} (r retries now)"
@@ -94,8 +96,10 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
                 facts.append(progress)
         if status.get("catchup_every"):
             facts.append(f"catching up every {duration(status['catchup_every'])}")
+        facts.extend(status.get("duties_off") or ())  # "catch-up off: …, set … in …"
         if status.get("next_run"):
-            facts.append(f"next run {when(status['next_run'], now)}")
+            job = f" ({status['next_job']})" if status.get("next_job") else ""
+            facts.append(f"next run {when(status['next_run'], now)}{job}")
     if "plays_total" in status:
         facts.append(plays_text(status))
     if status.get("last_error"):

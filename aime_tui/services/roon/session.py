@@ -50,7 +50,7 @@ from aime_tui.clients.moo import (
     MooSubscription,
 )
 from aime_tui.config import Config, RoonConfig, mask_secret
-from aime_tui.core.faults import NeedsAttention
+from aime_tui.core.faults import NeedsAttention, NotSetUp
 from aime_tui.services.base import Service
 from aime_tui.services.registry import setting_hint
 from aime_tui.services.roon.listening import (
@@ -253,8 +253,8 @@ class RoonTracker(Service):
 
     def _discovery_targets(self) -> tuple[tuple[str, int], ...]:
         targets = self._config.discovery
-        if targets == ():  # AIME_ROON_DISCOVERY=off: the host is the only way
-            raise NeedsAttention(setting_hint("roon.host", self._config_path))
+        if targets == ():  # AIME_ROON_DISCOVERY=off: the host is the only way, and it is not set
+            raise NotSetUp(setting_hint("roon.host", self._config_path))
         return sood.default_targets() if targets is None else targets
 
     async def _find_core(self, deadline: float) -> None:

@@ -17,9 +17,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
 from aime_tui.reports import history
+from aime_tui.ui.widgets.key_bar import KeyBar
 
 TRANSITIONS_SHOWN = 50
 
@@ -47,6 +48,7 @@ def history_text(item: history.ServiceHistory) -> Text:
 
 
 class HistoryScreen(Screen):
+    HELP_KEYS = (("↑ ↓ pgup pgdn", "scroll"), ("esc h q", "back to the dashboard"), ("r", "read the history again"))
     BINDINGS = [
         Binding("escape,h,q", "app.pop_screen", "back"),
         Binding("r", "reload", "reload"),
@@ -65,7 +67,7 @@ class HistoryScreen(Screen):
                 panel = Static("loading…", id=f"history-{name}", classes="history-service")
                 panel.border_title = name
                 yield panel
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.action_reload()
