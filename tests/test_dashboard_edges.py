@@ -115,7 +115,7 @@ async def test_the_key_bar_keeps_help_and_quit_at_every_size(config, size):
         await pilot.pause()
         bar = app.screen.query_one(KeyBar)
         text = bar_text(app.screen)
-        assert text.endswith("? help  q quit") or "? help  q quit  ^p palette" in text
+        assert "? help" in text and "q quit" in text
         assert len(text) <= bar.content_region.width
         assert text.startswith("space toggle"), "the most used key comes first"
 
@@ -295,7 +295,7 @@ async def test_an_attached_dashboard_says_q_detach_and_shows_its_lines_in_time_o
             what="the attach line",
         )
         await pilot.pause()
-        assert bar_text(app.screen).endswith("? help  q detach")
+        assert "? help" in bar_text(app.screen) and bar_text(app.screen).endswith("q detach")
         stamps = [entry.plain[:8] for entry in app.log_view.entries]
         assert stamps == sorted(stamps), "replayed lines come before this dashboard's own, in time order"
         assert any("restoring tracker" in entry.plain for entry in app.log_view.entries[:5])
