@@ -162,10 +162,10 @@ class TmuxSession:
             ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True
         ).stdout
 
-    def launch(self, *argv: str, env: dict[str, str]) -> None:
+    def launch(self, *argv: str, env: dict[str, str], size: tuple[int, int] = (120, 35)) -> None:
         assignments = [f"{key}={value}" for key, value in env.items()]
         command = " ".join(["env", *assignments, str(EXECUTABLE), *argv])
-        self.tmux("new-session", "-d", "-s", self.name, "-x", "120", "-y", "35", command)
+        self.tmux("new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]), command)
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", self.name)
@@ -179,6 +179,13 @@ class TmuxSession:
             return screen if text in screen else None
 
         return wait_until_sync(shown, timeout, f"{text!r} on screen")
+
+    def wait_gone_text(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text in self.screen():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} still on screen after {timeout} s:\n{self.screen()}")
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         return subprocess.run(

@@ -522,7 +522,7 @@ class AimeApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Over another screen (history, help, a question), service keys would act on a
         # table out of sight.
-        if action == "slow_wake" and self.engine.demo is None:
+        if action == "slow_wake" and (self.engine is None or self.engine.demo is None):
             return False  # the demo's slow network only
         return not (action in SERVICE_ACTIONS and not self._on_dashboard())
 

@@ -49,6 +49,7 @@ class LogView(RichLog):
         self._entries: deque[Text] = deque(maxlen=max_lines)
         self._wrapped_at = 0
         self._sized = False
+        self._height_seen: int | None = None
 
     def on_mount(self) -> None:
         self.border_title = "Log"
@@ -72,6 +73,10 @@ class LogView(RichLog):
         self.write(Text("\n").join(lines), scroll_end=scroll_end)
 
     def on_resize(self, event: Resize) -> None:
+        # A reader at the tail stays there when the pane gets shorter (a summary line
+        # growing above it), or the next lines would arrive out of sight.
+        following = self._was_at_end
+        height = self._height_seen = self.scrollable_content_region.height
         super().on_resize(event)  # the first one writes what came before the size was known
         width = self.scrollable_content_region.width
         if not self._sized:
@@ -79,6 +84,15 @@ class LogView(RichLog):
             self._wrapped_at = width
         elif width != self._wrapped_at and self._entries:
             self._rewrap(width)
+        elif following and height and not self.is_vertical_scroll_end:
+            self.scroll_end(animate=False, immediate=True)
+
+    @property
+    def _was_at_end(self) -> bool:
+        """At the tail as of the height last seen (before this resize)."""
+        if self._height_seen is None:
+            return True
+        return self.scroll_y >= self.virtual_size.height - self._height_seen - 1
 
     def _rewrap(self, width: int) -> None:
         following = self.is_vertical_scroll_end
