@@ -391,52 +391,6 @@ class AimeApp(App):
 
         self.push_screen(ConfirmScreen(question), answered)
 
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.help_groups()))
-
-    def help_groups(self) -> HelpGroups:
-        """The focused part's own keys, then the keys of this screen and the app, by group."""
-        groups: list[tuple[str, list[tuple[str, str]]]] = []
-        focused = self.focused
-        part = getattr(focused, "HELP_KEYS", None) or getattr(self.screen, "HELP_KEYS", None)
-        if part:
-            title = "The log" if isinstance(focused, EventLog) else "The services table"
-            if not isinstance(focused, (EventLog, ServicesTable)):
-                title = "This screen"
-            groups.append((title, list(part)))
-        # Textual's own keys (focus moves, copy, ctrl+q) are not this app's to explain.
-        textual_own = {
-            (key.strip(), binding.action)
-            for binding in (*App.BINDINGS, *Screen.BINDINGS)
-            if isinstance(binding, Binding)
-            for key in binding.key.split(",")
-        }
-        by_group: dict[str, list[tuple[str, str]]] = {}
-        for node, binding, _, _ in self.screen.active_bindings.values():
-            # The focused widget's own bindings (a table's cursor keys) are its part's above.
-            ours = node is self or node is self.screen
-            textuals = (binding.key, binding.action) in textual_own or binding.action == "command_palette"
-            if not ours or textuals or binding.system or not binding.description:
-                continue
-            if binding.action in SERVICE_ACTIONS and not self._on_dashboard():
-                continue
-            heading = binding.group.description if binding.group else "Other keys"
-            key = self.get_key_display(binding)
-            by_group.setdefault(heading, []).append((key, binding.tooltip or binding.description))
-        if self.ENABLE_COMMAND_PALETTE:
-            palette = (self.COMMAND_PALETTE_BINDING, "command palette: every action by name")
-            by_group.setdefault(SCREENS.description, []).insert(-1, palette)
-        order = [group.description for group in (SELECTED, EVERY, SCREENS)]
-        groups.extend(sorted(by_group.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
-        return groups
-
-    def action_detach(self) -> None:
-        self.exit()  # closing an attached engine only lets go of the socket
-
-    def _on_dashboard(self) -> bool:
-        return len(self.screen_stack) == 1
-
     async def action_retry(self, name: str | None = None) -> None:
         if await self._supervisor_ready() and (name := name or self.selected_service):
             await self._act(self.supervisor.retry_now(name))
