@@ -297,7 +297,9 @@ class CollectionScheduler(Service):
             if scheduled is not None:
                 duties.append(f"{what} next at {_next(scheduled)}")
         if self.mode == MASSIVE and not self.lastfm.missing():
-            duties.append("backfill complete" if self.backfill_done else f"backfill one page every {duration(self.config.backfill_interval)}")
+            interval = self.config.backfill_interval
+            pace = f"one page every {duration(interval)}" if interval else "paced by the request rate"
+            duties.append("backfill complete" if self.backfill_done else f"backfill {pace}")
         return f"scheduler in {self.mode}: " + ", ".join(duties + self._duties_off())
 
     def _job(self, job_id: str):
