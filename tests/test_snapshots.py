@@ -168,11 +168,7 @@ def test_an_attached_dashboard(snap_compare, frozen_instance):
     """The dashboard attached over the real control socket to an instance in another process."""
     wait_until_sync(lambda: restoration_said(frozen_instance), timeout=15, what="the instance's restoration")
     engine = RemoteEngine(frozen_config(), wall=lambda: FROZEN)
-<<<<<<< HEAD
     app = AttachedApp(engine, now=lambda: FROZEN, subtitle=engine.subtitle)  # what `aime-tui` runs
-=======
-    app = AttachedApp(engine, now=lambda: FROZEN, subtitle=engine.subtitle)  # what run_attached shows
->>>>>>> ec54d7d (Snapshots at the three sizes and of the help on the reorganised snapshot tests; the attached one as run_attached shows it)
 
     async def attached(pilot):
         await restored(pilot)

@@ -71,9 +71,13 @@ def _terminal_attached() -> bool:
         return False
 
 
-SELECTED = Binding.Group("The selected service")
-EVERY = Binding.Group("All services")
-SCREENS = Binding.Group("Screens and the app")
+# The help screen's groups, by action (Binding.group would also group them in a footer).
+SELECTED, EVERY, SCREENS = "The selected service", "All services", "Screens and the app"
+HELP_GROUP = {
+    **dict.fromkeys(("toggle", "start", "stop", "retry", "restart"), SELECTED),
+    **dict.fromkeys(("start_all", "stop_all", "mode", "wake", "slow_wake"), EVERY),
+    **dict.fromkeys(("history", "plays", "help", "detach", "quit", "shutdown"), SCREENS),
+}
 
 
 class AimeApp(App):
@@ -83,20 +87,20 @@ class AimeApp(App):
     CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss", STYLES / "plays.tcss"]
     # The tooltip is what the help screen (?) says; the description is the key bar's word.
     BINDINGS = [
-        Binding("space", "toggle", "toggle", tooltip="want the selected service on / off", group=SELECTED),
-        Binding("s", "start", "start", tooltip="start the selected service", group=SELECTED),
-        Binding("x", "stop", "stop", tooltip="stop the selected service", group=SELECTED),
-        Binding("r", "retry", "retry", tooltip="retry now: skip a backoff wait, or after fixing the config", group=SELECTED),
-        Binding("p", "plays", "plays", tooltip="the plays: newest first, search (/), plays per day, top artists", group=SCREENS),
-        Binding("h", "history", "history", tooltip="availability, restarts and failures (esc back)", group=SCREENS),
-        Binding("A", "start_all", "all on", show=False, tooltip="start every service", group=EVERY),
-        Binding("X", "stop_all", "all off", show=False, tooltip="stop every service (asks first)", group=EVERY),
-        Binding("m", "mode", "mode", tooltip="scheduler mode: MAINTENANCE ↔ MASSIVE (saved)", group=EVERY),
-        Binding("w", "wake", "wake", tooltip="recover as after a sleep: stop and restore what is wanted", group=EVERY),
-        Binding("W", "slow_wake", "slow wake", show=False, tooltip="demo only: a wake on a slow network", group=EVERY),
-        Binding("question_mark", "help", "help", tooltip="these keys (? or esc closes)", group=SCREENS),
-        Binding("d", "detach", "detach", tooltip="detach: close the window, the services keep running", group=SCREENS),
-        Binding("q", "quit", "quit", tooltip="quit: services stop, what you want is remembered", group=SCREENS),
+        Binding("space", "toggle", "toggle", tooltip="want the selected service on / off"),
+        Binding("s", "start", "start", tooltip="start the selected service"),
+        Binding("x", "stop", "stop", tooltip="stop the selected service"),
+        Binding("r", "retry", "retry", tooltip="retry now: skip a backoff wait, or after fixing the config"),
+        Binding("p", "plays", "plays", tooltip="the plays: newest first, search (/), plays per day, top artists"),
+        Binding("h", "history", "history", tooltip="availability, restarts and failures (esc back)"),
+        Binding("A", "start_all", "all on", show=False, tooltip="start every service"),
+        Binding("X", "stop_all", "all off", show=False, tooltip="stop every service (asks first)"),
+        Binding("m", "mode", "mode", tooltip="scheduler mode: MAINTENANCE ↔ MASSIVE (saved)"),
+        Binding("w", "wake", "wake", tooltip="recover as after a sleep: stop and restore what is wanted"),
+        Binding("W", "slow_wake", "slow wake", show=False, tooltip="demo only: a wake on a slow network"),
+        Binding("question_mark", "help", "help", tooltip="these keys (? or esc closes)"),
+        Binding("d", "detach", "detach", tooltip="detach: close the window, the services keep running"),
+        Binding("q", "quit", "quit", tooltip="quit: services stop, what you want is remembered"),
     ]
 
     def __init__(
@@ -460,13 +464,13 @@ class AimeApp(App):
                 continue
             if binding.action in SERVICE_ACTIONS and not self._on_dashboard():
                 continue
-            heading = binding.group.description if binding.group else "Other keys"
+            heading = HELP_GROUP.get(binding.action, "Other keys")
             key = self.get_key_display(binding)
             by_group.setdefault(heading, []).append((key, binding.tooltip or binding.description))
         if self.ENABLE_COMMAND_PALETTE:
             palette = (self.COMMAND_PALETTE_BINDING, "command palette: every action by name")
-            by_group.setdefault(SCREENS.description, []).insert(-1, palette)
-        order = [group.description for group in (SELECTED, EVERY, SCREENS)]
+            by_group.setdefault(SCREENS, []).insert(-1, palette)
+        order = [SELECTED, EVERY, SCREENS]
         groups.extend(sorted(by_group.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
         return groups
 
