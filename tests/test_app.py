@@ -204,7 +204,7 @@ async def test_first_run_without_a_config_says_what_to_do(config):
             f"tracker not set up: set lastfm.api_key in {config.config_path}, then r (or try aime-tui --demo)"
         )
         await pilot.press("down", "down")  # the scheduler says which duty is off, and why
-        await wait_until(pilot, lambda: "catch-up off" in str(app.query_one("#detail").render()))
+        await wait_until(lambda: "catch-up off" in str(app.query_one("#detail").render()))
         assert f"catch-up off: Last.fm not set up (set lastfm.api_key in {config.config_path})" in str(
             app.query_one("#detail").render()
         )

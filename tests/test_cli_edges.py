@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_e2e_tmux import EXECUTABLE
+from instances import EXECUTABLE
 from waits import wait_until_sync
 
 from aime_tui.demo.lastfm_fake import FakeLastfm
