@@ -190,6 +190,14 @@ def rss_mb(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def dashboard_host(launcher: int) -> int:
+    """The process hosting a dashboard launched as `launcher`: its forked child."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    if len(children) != 1:
+        raise RuntimeError(f"expected the launcher {launcher} to have one child, found {children}")
+    return int(children[0])
+
+
 def executable(name: str) -> Path:
     """A console script installed beside this interpreter (or on PATH)."""
     beside = Path(sys.executable).parent / name

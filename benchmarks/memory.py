@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from .common import REPO, Figure, Stats, rss_mb, scratch_dir
+from .common import REPO, Figure, Stats, dashboard_host, rss_mb, scratch_dir
 from .context import Context
 from .launch import SUMMARY
 from .terminal import DemoTerminal
@@ -52,7 +52,9 @@ def soak(ctx: Context, directory) -> tuple[float, list[tuple[float, float]]]:
         terminal.wait_for(SUMMARY)
         time.sleep(0.5)
         terminal.pump(0)
-        pid = terminal.process.pid
+        # `aime-tui` forks at launch: the child hosts the dashboard and the engine, the
+        # parent only waits for it. The host is what grows, so the host is measured.
+        pid = dashboard_host(terminal.process.pid)
         restored = rss_mb(pid)
         terminal.keys(b"m")  # MAINTENANCE → MASSIVE: the backfill runs during the soak
         began = time.perf_counter()
