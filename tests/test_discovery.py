@@ -377,14 +377,20 @@ async def test_pings_start_before_registration_and_are_answered(roon, store, cle
     await wait_until(lambda: core.pings_before_registration >= 2, what="pings before registration")
 
 
-async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(roon, store, cleanup):
-    scale = 20
-    core = await roon(zones=1, tick=0.05, time_scale=scale)
+def keepalive_tracker(core, store, scale: float, cleanup) -> tuple[RoonTracker, list[BaseException]]:
+    """A tracker on `core` with a keepalive shortened for tests, and the faults it reports."""
     tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
     tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
     faults: list[BaseException] = []
     tracker.set_fault_handler(lambda service, exc: faults.append(exc))
     cleanup.push_async_callback(tracker.stop)
+    return tracker, faults
+
+
+async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_over_once(roon, store, cleanup):
+    scale = 20
+    core = await roon(zones=1, tick=0.05, time_scale=scale)
+    tracker, faults = keepalive_tracker(core, store, scale, cleanup)
     core.set_track(ZONE, "Aphex Twin", "Avril 14th", "Drukqs", 50)  # a play after 25 s heard
     await tracker.start()
     await wait_until(lambda: core.seek_position(ZONE) >= 5, what="5 s of the track")
@@ -406,11 +412,7 @@ async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_ov
 async def test_a_track_that_ends_while_the_socket_is_dead_is_still_stored(roon, store, cleanup):
     scale = 20
     core = await roon(zones=1, tick=0.05, time_scale=scale)
-    tracker = RoonTracker(RoonConfig(host="127.0.0.1", port=core.port, discovery=()), store, clock=fast_clock(scale))
-    tracker.keepalive_interval, tracker.keepalive_timeout, tracker.close_timeout = 0.2, 0.5, 0.5
-    faults: list[BaseException] = []
-    tracker.set_fault_handler(lambda service, exc: faults.append(exc))
-    cleanup.push_async_callback(tracker.stop)
+    tracker, faults = keepalive_tracker(core, store, scale, cleanup)
     core.set_track(ZONE, "The xx", "Intro", "xx", 60)  # a play after 30 s heard
     await tracker.start()
     await wait_until(lambda: core.seek_position(ZONE) >= 10, what="10 s of the track")
