@@ -5,6 +5,10 @@ control) and below the front ends that host it.
 
 The TUI, headless mode and the tests all host the same engine on their asyncio loop.
 In demo mode it also starts the loopback fakes and points the services at them.
+
+Notifications ([notify]) and the HTTP probes ([http]) follow the config file: a reload
+(SIGHUP), or the file read again before a start, turns them on or off, sends to the new
+URLs, or moves the probes to the new address, each change said in one line.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from aime_tui.config import SOCKET_FILE, Config, ConfigError, load_config
+from aime_tui.config import SOCKET_FILE, Config, ConfigError, load_config, mask_url
 from aime_tui.control.protocol import RECENT_LOG_LINES
 from aime_tui.control.server import ControlServer
 from aime_tui.core.bus import EventBus
@@ -26,6 +30,7 @@ from aime_tui.core.model import LogEvent, RestoreSummary
 from aime_tui.core.ports import EngineHost
 from aime_tui.core.supervisor import Supervisor
 from aime_tui.core.wake import WakeDetector
+from aime_tui.format import duration
 from aime_tui.services.base import Service
 from aime_tui.services.registry import build_services, settings_of
 from aime_tui.store.database import Store, StoreError
@@ -71,6 +76,16 @@ class Engine(EngineHost):
         self.notifier: Notifier | None = None
         self.probes: ProbeServer | None = None
         self._probes_starting: asyncio.Task | None = None
+        #: One change of [notify] / [http] at a time; none once closing.
+        self._telling = asyncio.Lock()
+        self._applying: set[asyncio.Task] = set()
+        self._closing = False
+        self._opened_at = clock()
+        #: The last restoration's summary, and whether the launch one has finished:
+        #: what probes turned on later report.
+        self.last_summary: RestoreSummary | None = None
+        self.launch_restored = False
+        self.bus.subscribe(self._note_summary)
         self._background: list[asyncio.Task] = []
         self._lock_notice_at = 0.0
         #: The settings each service last started with, to tell which a reload changes.
@@ -146,44 +161,129 @@ class Engine(EngineHost):
             return
         self.control = server
 
+    def _note_summary(self, event) -> None:
+        if isinstance(event, RestoreSummary):
+            self.last_summary = event
+            self.launch_restored |= event.trigger == "launch"
+
     def _start_telling(self) -> None:
         """Notifications and the HTTP probes, each only when configured: a launch without
         them imports neither Apprise nor a web server."""
         if self.config.notify.urls:
-            from aime_tui.notify import Notifier
-
-            assert self.supervisor is not None
-            self.notifier = Notifier(
-                self.supervisor,
-                self.config.notify.urls,
-                after=self.config.notify.after,
-                # It logs its notices itself: to the bus only, not the log a second time.
-                on_notice=lambda text, level: self.bus.emit(LogEvent(text, level, at=self._wall())),
-            )
-            self.notifier.start()
+            self._start_notifier()
         if self.config.http.enabled:
-            from aime_tui.control.probes import ProbeServer
-
-            http = self.config.http
-            server = ProbeServer(self, http.host, http.port, wall=self._wall, clock=self._clock)
-            server.watch()
+            server = self._probe_server()
             self._probes_starting = asyncio.create_task(self._serve_probes(server), name="probes")
 
-    async def _serve_probes(self, server: ProbeServer) -> None:
-        """Listen on [http] listen: beside the restoration, so it does not wait for the import."""
+    def _start_notifier(self) -> None:
+        from aime_tui.notify import Notifier
+
+        assert self.supervisor is not None
+        self.notifier = Notifier(
+            self.supervisor,
+            self.config.notify.urls,
+            after=self.config.notify.after,
+            # It logs its notices itself: to the bus only, not the log a second time.
+            on_notice=lambda text, level: self.bus.emit(LogEvent(text, level, at=self._wall())),
+        )
+        self.notifier.start()
+
+    def _probe_server(self) -> ProbeServer:
+        """A server for [http] listen, following the supervisor's events from now."""
+        from aime_tui.control.probes import ProbeServer
+
         http = self.config.http
+        server = ProbeServer(
+            self, http.host, http.port, wall=self._wall, clock=self._clock, started=self._opened_at,
+            ready=self.launch_restored, last_summary=self.last_summary,
+        )
+        server.watch()
+        return server
+
+    async def _serve_probes(self, server: ProbeServer, said: str = "") -> None:
+        """Listen on [http] listen: beside the restoration, so it does not wait for the import."""
+        address = server.address
         try:
             await server.start()
         except OSError as exc:
             await server.close()
-            self._notice(f"http {http.address} unavailable: {exc.strerror or exc}", logging.ERROR)
+            self._notice(f"{said}http {address} unavailable: {_why(exc)}; no probes served", logging.ERROR)
             return
         except ImportError as exc:
             await server.close()
-            self._notice(f"http {http.address} off: {exc} (pip install aiohttp prometheus-client)", logging.ERROR)
+            self._notice(f"{said}http {address} off: {exc} (pip install aiohttp prometheus-client)", logging.ERROR)
             return
         self.probes = server
-        self._notice(f"serving /health, /ready and /metrics on http://{http.address}")
+        self._notice(f"{said}serving /health, /ready and /metrics on http://{address}")
+
+    async def _apply_telling(self, said: str = "") -> None:
+        """Bring notifications and the probes to what the config says now."""
+        async with self._telling:
+            if self._closing:
+                return
+            await self._apply_notify(said)
+            await self._apply_http(said)
+
+    def _apply_later(self) -> None:
+        task = asyncio.ensure_future(self._apply_telling())
+        self._applying.add(task)
+        task.add_done_callback(self._applying.discard)
+
+    async def _apply_notify(self, said: str) -> None:
+        wanted, notifier = self.config.notify, self.notifier
+        if notifier is None:
+            if wanted.urls:
+                self._start_notifier()
+                self._notice(f"{said}notifications on: sent to {_masked(wanted.urls)}")
+            return
+        if not wanted.urls:
+            self.notifier = None
+            self._notice(f"{said}notifications off ([notify] urls is empty)")
+            await notifier.close()  # what was still waiting goes to the URLs it was meant for
+            return
+        changes = []
+        if wanted.urls != notifier.urls:
+            changes.append(f"now sent to {_masked(wanted.urls)}")
+        if wanted.after != notifier.after:
+            changes.append(f"told after {duration(wanted.after)} of failing (was {duration(notifier.after)})")
+        if changes:
+            notifier.retarget(wanted.urls, after=wanted.after)
+            self._notice(f"{said}notifications {'; '.join(changes)}")
+
+    async def _apply_http(self, said: str) -> None:
+        from aime_tui.control.probes import ProbesLost
+
+        wanted = self.config.http
+        if self._probes_starting is not None:  # the launch's server, still loading
+            await asyncio.wait({self._probes_starting}, timeout=PROBES_START_TIMEOUT)
+            self._probes_starting = None
+        probes = self.probes
+        if probes is None:
+            if wanted.enabled:
+                await self._serve_probes(self._probe_server(), said)
+            return
+        if not wanted.enabled:
+            self.probes = None
+            await probes.close()
+            self._notice(f"{said}http probes off (no longer served on {probes.address})")
+            return
+        if (wanted.host, wanted.port) == (probes.host, probes.port):
+            return
+        before = probes.address
+        try:
+            await probes.move(wanted.host, wanted.port)
+        except ProbesLost as exc:
+            self.probes = None
+            await probes.close()
+            self._notice(
+                f"{said}http {wanted.address} unavailable: {exc}; {before} (closed first: same port)"
+                " could not be taken back: no probes served", logging.ERROR,
+            )
+        except OSError as exc:
+            self._notice(f"{said}http {wanted.address} unavailable: {_why(exc)}; still serving on {before}",
+                         logging.ERROR)
+        else:
+            self._notice(f"{said}http probes moved from {before} to {wanted.address}")
 
     def _configure_for_start(self, service: Service) -> None:
         """Before each start: the service starts with the config file as it is now, so
@@ -223,7 +323,9 @@ class Engine(EngineHost):
             self._notice(f"reload: read {path} again; restarting {', '.join(changed)} (settings changed)")
         else:
             self._notice(f"reload: read {path} again; no running service's settings changed")
-        await asyncio.gather(*(supervisor.restart(name, "reload") for name in changed))
+        await asyncio.gather(
+            *(supervisor.restart(name, "reload") for name in changed), self._apply_telling("reload: ")
+        )
         return changed
 
     def _reread_config(self) -> None:
@@ -251,6 +353,7 @@ class Engine(EngineHost):
         assert self.supervisor is not None
         self.supervisor.restore_timeout = fresh.restore_timeout
         self._notice(f"read {path} again: each service takes its settings at its next start")
+        self._apply_later()  # [notify] and [http] are the instance's, not a service's: now
 
     def _notice(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
@@ -286,22 +389,28 @@ class Engine(EngineHost):
         return await self.supervisor.wake()
 
     async def close(self) -> None:
-        """Stop services, flush and close the database, stop the fakes. Safe to call twice."""
+        """Stop services, flush and close the database, stop the fakes. Safe to call twice.
+
+        Notifications still waiting are sent meanwhile, for a second at most (beside the
+        services' stop, not after it)."""
         for task in self._background:
             task.cancel()
         self._background = []
-        if self._probes_starting is not None:
-            # Let a server still loading finish and be closed below: cancelled halfway, its
-            # thread would go on to listen with nobody left to stop it.
-            await asyncio.wait({self._probes_starting}, timeout=PROBES_START_TIMEOUT)
-            self._probes_starting.cancel()
-            self._probes_starting = None
-        if self.probes is not None:
-            await self.probes.close()
-            self.probes = None
-        if self.notifier is not None:
-            await self.notifier.close()
-            self.notifier = None
+        flushing = None
+        async with self._telling:  # a change of [notify] / [http] under way ends first
+            self._closing = True
+            if self._probes_starting is not None:
+                # Let a server still loading finish and be closed below: cancelled halfway, its
+                # thread would go on to listen with nobody left to stop it.
+                await asyncio.wait({self._probes_starting}, timeout=PROBES_START_TIMEOUT)
+                self._probes_starting.cancel()
+                self._probes_starting = None
+            if self.probes is not None:
+                await self.probes.close()
+                self.probes = None
+            if self.notifier is not None:
+                flushing = asyncio.ensure_future(self.notifier.close())
+                self.notifier = None
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -311,9 +420,21 @@ class Engine(EngineHost):
         if self.store is not None:
             await self.store.close()
             self.store = None
+        if flushing is not None:
+            await flushing
         if self.demo is not None:
             await self.demo.stop()
             self.demo = None
+
+
+def _why(exc: OSError) -> str:
+    """An address that cannot be bound, in the system's words ("Address already in use"),
+    without asyncio's wrapping of them."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _masked(urls) -> str:
+    return ", ".join(mask_url(url) for url in urls)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -6,10 +6,15 @@ not run steadily for `[notify] after`, and the recovery of each of those once th
 has run for SETTLE seconds (so a flapping service is one problem, not a message a flap).
 
 Messages are rate-limited by coalescing: at most one per SPACING seconds, and whatever
-happens meanwhile joins the next one. Sending happens in a daemon thread, never on the
-event loop, and each URL is tried len(RETRY_DELAYS) + 1 times at most. Apprise itself is
-imported in that thread, and only when URLs are configured: a launch without [notify]
-never loads it. URLs appear in logs only as Apprise's own privacy form, or masked.
+happens meanwhile joins the next one. Sending happens in daemon threads (one per URL, so
+a dead server never holds up another), never on the event loop, and each URL is tried
+len(RETRY_DELAYS) + 1 times at most. Apprise itself is imported in a thread, and only
+when URLs are configured: a launch without [notify] never loads it. URLs appear in logs
+only as Apprise's own privacy form, or masked.
+
+The URLs can change while it runs (a reload): what it is tracking carries on, the next
+message goes to the new ones. Closing sends what is still waiting at once, without the
+usual pauses, for FLUSH_TIMEOUT seconds at most, and says in one line what it could not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ SETTLE = 60.0
 SPACING = 30.0
 GATHER = 1.0
 RETRY_DELAYS = (5.0, 30.0)
+#: At shutdown, how long what is still waiting may take to be sent (beside the services'
+#: own stop, so a SIGTERM still ends the process within 2 s).
+FLUSH_TIMEOUT = 1.0
 MAX_LINES = 20
 FAILURE, SUCCESS, INFO = "failure", "success", "info"
 
@@ -156,24 +164,72 @@ class Notifier:
         self._problems: dict[str, _Problem] = {}
         self._outbox = _Outbox()
         self._pending = asyncio.Event()
+        #: Set by close(): send what waits now, with no more pauses or retries.
+        self._closing = asyncio.Event()
+        #: The message being delivered, and the targets that have not had it yet.
+        self._in_flight: _Outbox | None = None
+        self._awaiting: list[Target] = []
         self._task: asyncio.Task | None = None
         self._targets: asyncio.Future | None = None
         self._unsubscribe: Callable[[], None] = lambda: None
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self._urls
+
+    @property
+    def after(self) -> float:
+        return self._after
+
     def start(self) -> None:
-        self._targets = _in_thread(build_targets, self._urls)
-        self._targets.add_done_callback(self._targets_built)
+        self._build_targets()
         self._unsubscribe = self._supervisor.bus.subscribe(self._on_event)
         self._task = asyncio.create_task(self._run(), name="notifier")
 
-    async def close(self) -> None:
+    def retarget(self, urls: Sequence[str], *, after: float) -> None:
+        """Send to `urls` from the next message on; `after` counts for problems that start
+        from now. What is being tracked (a service failing, a recovery to tell) carries on."""
+        self._after = after
+        if tuple(urls) != self._urls:
+            self._urls = tuple(urls)
+            self._build_targets()
+
+    def _build_targets(self) -> None:
+        self._targets = _in_thread(build_targets, self._urls)
+        self._targets.add_done_callback(self._targets_built)
+
+    async def close(self, flush_within: float = FLUSH_TIMEOUT) -> None:
+        """Stop watching; send what still waits, for `flush_within` seconds at most."""
         self._unsubscribe()
         for problem in self._problems.values():
             problem.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing.set()
+        self._pending.set()
+        done, _ = await asyncio.wait({task}, timeout=flush_within)
+        if done:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self._say_unsent(flush_within)
+
+    def _say_unsent(self, waited: float) -> None:
+        """One line for what could not be sent before closing: which lines, to where."""
+        unsent: list[tuple[str, list[str]]] = []
+        if self._in_flight is not None and self._awaiting:
+            unsent.append((_body(self._in_flight), [t.shown for t in self._awaiting]))
+        if self._outbox.lines:
+            targets = self._targets.result() if self._targets is not None and self._targets.done() \
+                and self._targets.exception() is None else []
+            shown = [t.shown for t in targets if t.plugin is not None] or [mask_url(url) for url in self._urls]
+            unsent.append((_body(self._outbox), shown))
+        if not unsent:
+            return
+        parts = [f"to {', '.join(shown)}: {body.replace(chr(10), ' / ')}" for body, shown in unsent]
+        self._notice(f"notification not sent before closing (no answer within {waited:g} s) {'; '.join(parts)}",
+                     logging.WARNING)
 
     def _targets_built(self, future: asyncio.Future) -> None:
         if future.cancelled():
@@ -285,34 +341,67 @@ class Notifier:
         last_sent = None
         while True:
             await self._pending.wait()
-            await asyncio.sleep(self._gather)  # what happens together goes together
+            await self._pause(self._gather)  # what happens together goes together
             if last_sent is not None:
-                await asyncio.sleep(max(0.0, last_sent + self._spacing - loop.time()))
+                await self._pause(last_sent + self._spacing - loop.time())
             outbox, self._outbox = self._outbox, _Outbox()
             self._pending.clear()
-            await self._deliver(outbox)
-            last_sent = loop.time()
+            if outbox.lines:
+                self._in_flight = outbox
+                await self._deliver(outbox)
+                self._in_flight = None
+                last_sent = loop.time()
+            if self._closing.is_set() and not self._outbox.lines:
+                return
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless closing: then what waits goes now."""
+        if seconds <= 0 or self._closing.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _deliver(self, outbox: _Outbox) -> None:
-        lines = list(outbox.lines)
-        if outbox.dropped:
-            lines.insert(0, f"({outbox.dropped} earlier events left out)")
-        body = "\n".join(lines)
+        body = _body(outbox)
         kind = FAILURE if outbox.failing else SUCCESS
         assert self._targets is not None
+        self._awaiting = []
         try:
             targets = [t for t in await self._targets if t.plugin is not None]
         except Exception:
             return  # said once, when Apprise failed to load
         delays = iter(self._retry_delays)
+        attempts = 0
         while targets:
-            targets = await _in_thread(send, targets, self.title, body, kind)
+            targets = await self._attempt(targets, body, kind)
+            attempts += 1
             delay = next(delays, None)
             if not targets:
                 break
-            if delay is None:
+            if delay is None or self._closing.is_set():
                 shown = ", ".join(t.shown for t in targets)
-                attempts = len(self._retry_delays) + 1
-                self._notice(f"notification not delivered to {shown} after {attempts} attempts", logging.WARNING)
+                closing = " (closing)" if self._closing.is_set() and delay is not None else ""
+                self._notice(f"notification not delivered to {shown} after {attempts} attempt"
+                             f"{'s' if attempts != 1 else ''}{closing}", logging.WARNING)
                 break
-            await asyncio.sleep(delay)
+            await self._pause(delay)
+
+    async def _attempt(self, targets: list[Target], body: str, kind: str) -> list[Target]:
+        """Send to each target in a thread of its own; returns those that failed."""
+        awaiting = self._awaiting = list(targets)
+
+        async def one(target: Target) -> None:
+            if not await _in_thread(send, [target], self.title, body, kind):
+                awaiting.remove(target)
+
+        await asyncio.gather(*(one(target) for target in targets))
+        return list(awaiting)
+
+
+def _body(outbox: _Outbox) -> str:
+    lines = list(outbox.lines)
+    if outbox.dropped:
+        lines.insert(0, f"({outbox.dropped} earlier events left out)")
+    return "\n".join(lines)

@@ -10,6 +10,10 @@ needs from the instance (its services, its database) is asked for on the instanc
 - /ready: 503 until the launch restoration has finished, then 200.
 - /metrics: the Prometheus text format, written by prometheus-client.
 
+The address can change while it runs (a reload): `move()` opens the new listener on the
+same server, then closes the old one (the old one first when both use one port, where
+they would clash), and takes the old address back if the new one cannot be had.
+
 A probe storm is one report: concurrent probes share one database check and one encoded
 answer, which stays fresh for REPORT_FRESH seconds unless the supervisor reports a change
 (then the next probe builds a new one). An instance whose loop does not answer within
@@ -23,6 +27,7 @@ import concurrent.futures
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,19 +46,28 @@ SHUTDOWN_TIMEOUT = 1.0
 ASK_TIMEOUT = 5.0
 
 
+class ProbesLost(Exception):
+    """A move failed and the old address could not be taken back: nothing listens."""
+
+
 class ProbeServer:
     """Serves one engine's health, readiness and metrics over HTTP until closed."""
 
-    def __init__(self, engine: "Engine", host: str, port: int, *, wall=time.time, clock=time.monotonic) -> None:
+    def __init__(
+        self, engine: "Engine", host: str, port: int, *, wall=time.time, clock=time.monotonic,
+        started: float | None = None, ready: bool = False, last_summary: RestoreSummary | None = None,
+    ) -> None:
         self.engine = engine
         self.host = host
         self.port = port
         self._wall = wall
         self._clock = clock
-        self._started = clock()
+        #: When the instance started (a server turned on by a reload reports its uptime).
+        self._started = clock() if started is None else started
         self.errors = ErrorTally(clock=clock)
-        self.last_summary: RestoreSummary | None = None
-        self.ready = False
+        #: A server turned on after the launch restoration (by a reload) is ready at once.
+        self.last_summary = last_summary
+        self.ready = ready
         #: Bumped by every supervisor event: an answer built before one is stale.
         self._generation = 0
         # The rest belongs to the server's thread.
@@ -62,6 +76,7 @@ class ProbeServer:
         self._home: asyncio.AbstractEventLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner = None
+        self._site = None
         self._stopped: concurrent.futures.Future = concurrent.futures.Future()
         self._unsubscribe: Callable[[], None] = lambda: None
 
@@ -105,12 +120,49 @@ class ProbeServer:
         app.router.add_get("/metrics", self._metrics_page)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._site = runner, site
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def move(self, host: str, port: int) -> None:
+        """Listen on host:port instead. OSError if it cannot be bound (the old address is
+        still served); ProbesLost if the old one could not be taken back either."""
+        assert self._loop is not None
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._move(host, port), self._loop))
+        self.host, self.port = host, port
+
+    async def _move(self, host: str, port: int) -> None:
+        web, old = self._web, self._site
+        # 127.0.0.1:P and 0.0.0.0:P clash: on one port the old listener goes first.
+        same_port = port == self.port
+        if same_port:
+            await old.stop()
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await site.stop()
+            if same_port:
+                back = web.TCPSite(self._runner, self.host, self.port)
+                try:
+                    await back.start()
+                except OSError:
+                    await back.stop()
+                    self._site = None
+                    raise ProbesLost(os.strerror(exc.errno) if exc.errno else str(exc)) from exc
+                self._site = back
+            raise
+        if not same_port:
+            await old.stop()
+        self._site = site
 
     async def close(self) -> None:
         self._unsubscribe()
