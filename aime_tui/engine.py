@@ -9,6 +9,11 @@ In demo mode it also starts the loopback fakes and points the services at them.
 Notifications ([notify]) and the HTTP probes ([http]) follow the config file: a reload
 (SIGHUP), or the file read again before a start, turns them on or off, sends to the new
 URLs, or moves the probes to the new address, each change said in one line.
+
+A data directory deleted whole while running (rm -rf) is noticed where a replaced
+database is (a write, a wake, a health check): the store makes it again with a fresh
+database holding what the instance held, and the engine makes the rest again (the log
+file, the instance lock, the control socket), all said in one line.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from aime_tui.control.protocol import RECENT_LOG_LINES
 from aime_tui.control.server import ControlServer
 from aime_tui.core.bus import EventBus
 from aime_tui.core.files import UnsafeDataDir, ensure_private_dir, tighten
+from aime_tui.core.instance import AlreadyRunning, InstanceLock
+from aime_tui.core.logfile import PrivateLogHandler
 from aime_tui.core.model import LogEvent, RestoreSummary
 from aime_tui.core.ports import EngineHost
 from aime_tui.core.supervisor import Supervisor
@@ -87,6 +94,9 @@ class Engine(EngineHost):
         self.launch_restored = False
         self.bus.subscribe(self._note_summary)
         self._background: list[asyncio.Task] = []
+        #: The instance lock taken again on a data directory made again (the first one is
+        #: the launcher's, on a file that is gone).
+        self._lock_again: InstanceLock | None = None
         self._lock_notice_at = 0.0
         #: The settings each service last started with, to tell which a reload changes.
         self._started_with: dict[str, object] = {}
@@ -111,6 +121,7 @@ class Engine(EngineHost):
             self._notice(warning, logging.WARNING)
         self.store = await Store.open(self.config.db_path, clock=self._wall, on_wait=self._waiting_for_lock)
         self.store.say = self._notice  # a full disk, a replaced file
+        self.store.after_recovery = self._remake_files
         if self.store.moved_aside is not None:
             self._notice(
                 f"the database was unreadable: moved aside to {self.store.moved_aside}; "
@@ -285,6 +296,43 @@ class Engine(EngineHost):
         else:
             self._notice(f"{said}http probes moved from {before} to {wanted.address}")
 
+    def _remake_files(self) -> str:
+        """After the store recovered: make again what else of ours is gone from the data
+        directory (deleted with it). Returns what it did, in words, for the store's line."""
+        remade, missing = [], []
+        log_path = os.path.abspath(self.config.log_path)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, PrivateLogHandler) and handler.baseFilename == log_path:
+                if handler.reopen_if_gone():
+                    remade.append(self.config.log_path.name)
+        lock_path = self.config.lock_path
+        if not os.path.lexists(lock_path):
+            try:
+                lock = InstanceLock(lock_path).acquire()
+            except AlreadyRunning as exc:
+                missing.append(f"{lock_path.name} is another instance's now ({exc})")
+            except OSError as exc:
+                missing.append(f"{lock_path.name} could not be made: {exc.strerror or exc}")
+            else:
+                if self._lock_again is not None:
+                    self._lock_again.release()
+                self._lock_again = lock
+                remade.append(lock_path.name)
+        control = self.control
+        if control is not None and not os.path.lexists(control.path):
+            task = asyncio.ensure_future(self._listen_again(control))
+            self._applying.add(task)
+            task.add_done_callback(self._applying.discard)
+            remade.append(control.path.name)
+        words = [f"made {', '.join(remade)} again"] if remade else []
+        return "; ".join(words + missing)
+
+    async def _listen_again(self, control: ControlServer) -> None:
+        try:
+            await control.listen_again()
+        except OSError as exc:
+            self._notice(f"control socket {control.path} unavailable: {exc.strerror or exc}", logging.WARNING)
+
     def _configure_for_start(self, service: Service) -> None:
         """Before each start: the service starts with the config file as it is now, so
         that fixing a setting then retrying (r) just works. Services already running keep
@@ -396,9 +444,11 @@ class Engine(EngineHost):
         for task in self._background:
             task.cancel()
         self._background = []
+        self._closing = True  # a change of [notify] / [http] not begun yet will not begin
+        if self._applying:
+            await asyncio.wait(set(self._applying), timeout=1.0)
         flushing = None
-        async with self._telling:  # a change of [notify] / [http] under way ends first
-            self._closing = True
+        async with self._telling:  # one under way ends first
             if self._probes_starting is not None:
                 # Let a server still loading finish and be closed below: cancelled halfway, its
                 # thread would go on to listen with nobody left to stop it.
@@ -420,6 +470,9 @@ class Engine(EngineHost):
         if self.store is not None:
             await self.store.close()
             self.store = None
+        if self._lock_again is not None:
+            self._lock_again.release()
+            self._lock_again = None
         if flushing is not None:
             await flushing
         if self.demo is not None:

@@ -505,6 +505,58 @@ def test_health_checks_the_file_on_disk(tmp_path):
     assert set(_saved(data / "aime.db")) == {"tracker", "roon_tracker", "scheduler"}
 
 
+def test_the_data_directory_deleted_whole_is_made_again_with_everything_the_instance_held(tmp_path):
+    import fcntl
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "data"
+    instance = Instance(data, env_for(tmp_path, AIME_HTTP_LISTEN=f"127.0.0.1:{port}"))
+    instance.wait_for("serving /health")
+    instance.wait_for("Restored")
+    assert instance.cli("stop", "tracker").returncode == 0
+    assert instance.cli("mode", "MASSIVE").returncode == 0
+    with sqlite3.connect(data / "aime.db") as db:
+        plays = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
+    assert plays > 0, "the demo's history is stored"
+
+    shutil.rmtree(data)
+    # Noticed where a replaced database is: here a health check (a write or a wake too).
+    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+    assert health["database"]["reachable"] is True
+    line = instance.said("was deleted while in use")
+    assert len(line) == 1, instance.lines[-10:]
+    assert line[0].rstrip().endswith(
+        f"data directory {data} was deleted while in use: made it again (0700) with a fresh database"
+        " holding what the instance held; made aime.log, aime.lock, aime.sock again"
+    )
+    assert health["database"]["recovered"] in line[0]
+    wait_until_sync(lambda: (data / "aime.sock").exists(), what="the control socket listening again")
+    assert mode(data) == 0o700
+    for name in ("aime.db", "aime.log", "aime.lock", "aime.sock"):
+        assert mode(data / name) == 0o600, name
+    assert "was deleted while in use" in (data / "aime.log").read_text(), "said in the new log"
+    # The lock is held again: a second launch here would be refused, not run beside it.
+    with open(data / "aime.lock") as lock:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert lock.read().strip() == str(instance.process.pid)
+    status = instance.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert {s["name"]: (s["wanted"], s["mode"]) for s in json.loads(status.stdout)["services"]} == {
+        "tracker": (False, None), "roon_tracker": (True, None), "scheduler": (True, "MASSIVE"),
+    }
+    assert instance.stop() == 0
+    assert _saved(data / "aime.db") == {"tracker": 0, "roon_tracker": 1, "scheduler": 1}
+    with sqlite3.connect(data / "aime.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] >= plays, "the history carried over"
+        assert db.execute("SELECT mode FROM service_states WHERE service_name = 'scheduler'").fetchone() == ("MASSIVE",)
+    assert not instance.said("Traceback")
+
+
 # -- a full disk --------------------------------------------------------------------------
 
 

@@ -59,6 +59,8 @@ class ControlServer:
         self.errors = ErrorTally(clock=clock)
         self.last_summary: RestoreSummary | None = None
         self._server: asyncio.AbstractServer | None = None
+        #: Servers whose socket file was deleted: their clients are still served.
+        self._orphans: list[asyncio.AbstractServer] = []
         self._subscribers: set[asyncio.Queue] = set()
         self._wake: asyncio.Task | None = None
 
@@ -68,6 +70,18 @@ class ControlServer:
         for event in bus.recent:
             self._note(event)
         bus.subscribe(self._on_event)
+        await self._listen()
+
+    async def listen_again(self) -> None:
+        """The socket file was deleted (with the data directory): listen on a new one.
+        Clients connected to the old one (an attached dashboard) carry on there."""
+        if self._server is None:
+            return
+        old = self._server
+        await self._listen()
+        self._orphans.append(old)
+
+    async def _listen(self) -> None:
         # The instance lock is held: a socket file left here belongs to a dead process.
         self.path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -92,12 +106,14 @@ class ControlServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
+        servers, self._orphans = [server, *self._orphans], []
+        for each in servers:
+            each.close()
         for queue in list(self._subscribers):
             queue.put_nowait(None)
         self.path.unlink(missing_ok=True)
         try:
-            await asyncio.wait_for(server.wait_closed(), 1.0)
+            await asyncio.wait_for(asyncio.gather(*(each.wait_closed() for each in servers)), 1.0)
         except asyncio.TimeoutError:
             pass  # a client mid-answer; its connection goes with the process
 

@@ -4,7 +4,8 @@ The standard RotatingFileHandler opens with open(), which follows a symlink plan
 place of the log, and on a write error prints a "--- Logging error ---" block with a
 traceback to stderr (once per record: a full disk makes dozens a second, over the
 dashboard). This one opens with O_NOFOLLOW and mode 0600, and when a write fails it
-drops the record, counts it, and says how many were lost once it can write again.
+drops the record, counts it, and says how many were lost once it can write again. A log
+deleted under it (its data directory with it) is made again on request (`reopen_if_gone`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,25 @@ class PrivateLogHandler(RotatingFileHandler):
         except BaseException:
             os.close(fd)
             raise
+
+    def reopen_if_gone(self) -> bool:
+        """Open a new file if ours is no longer there (deleted); True if it did."""
+        if os.path.lexists(self.baseFilename):
+            return False
+        self.acquire()
+        try:
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.stream = self._open()
+        except OSError:
+            return False  # the next record tries again, and counts what it loses
+        finally:
+            self.release()
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.lost and self.failure is not None:

@@ -11,7 +11,8 @@ gives the -wal and -shm the database's mode). A full disk is said once with the 
 space, then counted (a line a minute at most) until a write succeeds again. The file on
 disk is checked against the open one (a database replaced, or its WAL deleted, while
 running): `check_file()` says what is wrong and `recover()` moves it aside and carries
-on in a fresh file holding everything the open connection still reads.
+on in a fresh file holding everything the open connection still reads. A data directory
+deleted whole is made again (0700) first, and the fresh file is made in it the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 
 import aiosqlite
 
-from aime_tui.core.files import create_private
+from aime_tui.core.files import UnsafeDataDir, create_private, ensure_private_dir
 
 BUSY_TIMEOUT_MS = 30_000
 STARTUP_BUSY_MS = 500
@@ -339,6 +340,9 @@ class Store:
         #: How the store tells the user of faults it handles itself (a full disk, a
         #: replaced file); the engine points it at the log pane.
         self.say: Callable[[str, int], None] = lambda text, level: log.log(level, text)
+        #: Called once a recovery is done, before it is said; returns words to add to the
+        #: line (the engine remakes the other files a deleted data directory took along).
+        self.after_recovery: Callable[[], str] = lambda: ""
         self.disk = DiskFullReport(self.path, lambda text, level: self.say(text, level))
         #: (st_dev, st_ino) of the database and of its -wal as opened.
         self._identity: tuple[int, int] | None = None
@@ -414,8 +418,12 @@ class Store:
         if rows != [("ok",)]:
             raise _Corrupt("; ".join(str(row[0]) for row in rows[:3]))
 
-    def _move_aside(self, why: str = "was unreadable") -> Path:
-        """Rename the unusable database and its -wal/-shm out of the way; never delete them."""
+    def _move_aside(self, why: str = "was unreadable") -> Path | None:
+        """Rename the unusable database and its -wal/-shm out of the way; never delete them.
+        Returns where they went, None if none of them is there any more."""
+        sources = [self.path.with_name(self.path.name + suffix) for suffix in ("", "-wal", "-shm")]
+        if not any(os.path.lexists(source) for source in sources):
+            return None
         stamp = datetime.fromtimestamp(self._clock()).strftime("%Y%m%d-%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         count = 1
@@ -445,6 +453,8 @@ class Store:
         if self._identity is None:
             return None
         now = _identity(self.path)
+        if now is None and not os.path.isdir(self.path.parent):
+            return f"data directory {self.path.parent} was deleted while in use"
         if now is None:
             return f"database {self.path} was deleted while in use"
         if now != self._identity:
@@ -488,19 +498,33 @@ class Store:
             return await self._recover_and_say(problem)
 
     async def _recover_and_say(self, problem: str) -> str:
+        remade = not os.path.isdir(self.path.parent)
         moved = await self._recover(problem)
-        text = f"{problem}: moved aside to {moved}; carrying on in a fresh one with what it held"
+        if remade:
+            text = f"{problem}: made it again (0700) with a fresh database holding what the instance held"
+        elif moved is None:
+            text = f"{problem}: carrying on in a fresh one with what it held"
+        else:
+            text = f"{problem}: moved aside to {moved}; carrying on in a fresh one with what it held"
+        more = self.after_recovery()
+        if more:
+            text += f"; {more}"
         self.say(text, logging.ERROR)
         return text
 
-    async def _recover(self, problem: str) -> Path:
+    async def _recover(self, problem: str) -> Path | None:
         """Move the files aside (kept) and carry on in a fresh database.
 
         The fresh one is a copy of what this connection still reads (it holds the old
         file open, and its log): desired states, modes, cursors, settings and plays. If
         the copy cannot be made, the fresh database gets what tables can still be read.
-        Returns where the old files went. The caller holds the write lock.
+        Returns where the old files went (None: there were none left). The caller holds
+        the write lock.
         """
+        try:
+            ensure_private_dir(self.path.parent)  # deleted whole (rm -rf): made again, private
+        except UnsafeDataDir as exc:
+            raise StoreError(str(exc)) from None
         old = self._db
         salvage = self.path.with_name(self.path.name + ".salvage")
         salvage.unlink(missing_ok=True)
