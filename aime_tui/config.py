@@ -7,15 +7,12 @@ first-launch defaults. Secrets are kept here and masked wherever they are shown.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Mapping
-
-import platformdirs
 
 from aime_tui.services import registry
 from aime_tui.services.registry import SCHEDULER_MODES
@@ -196,11 +193,18 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{mask_secret(rest)}" if found else mask_secret(url)
 
 
+# platformdirs is imported only when no --data-dir / --config (or environment) says where.
+
+
 def default_data_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def default_config_path() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
 
 
@@ -512,6 +516,8 @@ def write_config_template(path: Path, lastfm: Mapping[str, str] | None = None) -
     `api_key`); refuse to overwrite one the user may have filled in."""
     if path.exists():
         raise ConfigError(f"{path} already exists; edit it or move it away first")
+    import json
+
     text = CONFIG_TEMPLATE
     for key, value in (lastfm or {}).items():
         # A JSON string is a valid TOML basic string (same escapes).

@@ -14,19 +14,16 @@ import errno
 import logging
 import os
 import shlex
-import sqlite3
 import sys
 from pathlib import Path
 
 from aime_tui import __version__
 from aime_tui.cli.exits import EXIT_CODES, EXIT_FAILED, EXIT_USAGE, exit_codes_for, fail
-from aime_tui.cli.init import cmd_init
 from aime_tui.config import (
     Config,
     ConfigError,
     load_config,
 )
-from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.files import UnsafeDataDir, ensure_private_dir
 from aime_tui.core.instance import AlreadyRunning, InstanceLock
 from aime_tui.core.logfile import PrivateLogHandler
@@ -157,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
 
     if args.command == "init":
+        from aime_tui.cli.init import cmd_init
+
         return cmd_init(args, config)
     try:
         # Refused before anything is read or written there (OpenSSH's StrictModes).
@@ -195,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args, config: Config) -> int:
     """A subcommand; a file it cannot use (unreadable, not ours) ends in one line, never a traceback."""
     # Imported only here: a dashboard's launch paints sooner without them.
+    import sqlite3
+
     from aime_tui.cli.commands import COMMANDS
 
     try:
@@ -230,6 +231,7 @@ def _come_back(args: argparse.Namespace) -> str:
 
 def _answers(config: Config) -> bool:
     from aime_tui.cli.commands import _ask
+    from aime_tui.control.client import ControlError, Unreachable
 
     try:
         _ask(config, {"cmd": "status"}, timeout=ATTACH_TIMEOUT)

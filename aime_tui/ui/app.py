@@ -23,36 +23,39 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable
 
-from aime_tui.control.client import ControlError, Unreachable
 from aime_tui.core.faults import NothingToDo
 from aime_tui.core.model import Event, LogEvent, RestoreSummary, StateEvent
 from aime_tui.core.ports import EngineHost, ServiceControl
 from aime_tui.ui.driver import TerminalDriver
-from aime_tui.ui.screens.confirm import ConfirmScreen
-from aime_tui.ui.screens.help import HelpGroups, HelpScreen
 from aime_tui.ui.widgets.key_bar import KeyBar
 from aime_tui.ui.widgets.lines import DetailLine, NowPlaying, SummaryLine
 from aime_tui.ui.widgets.log_view import LogView
 from aime_tui.ui.widgets.services_table import ServicesTable
 from aime_tui.ui.widgets.title_bar import TitleBar
 
+if TYPE_CHECKING:
+    from aime_tui.ui.screens.help import HelpGroups
+
 SERVICE_ACTIONS = {"toggle", "start", "stop", "start_all", "stop_all", "wake", "slow_wake", "mode", "retry", "restart"}
 REFRESH_EVERY = 0.1
 FREEZE_AFTER = 0.5
+#: A terminal shorter than this (60×20) gives the services table's frame to the log.
+SHORT_BELOW = 24
 STYLES = Path(__file__).resolve().parent / "styles"
 
 
 def _refusals() -> tuple[type[Exception], ...]:
     """What an engine call raises for something the user can read (and maybe fix): said in
-    the log, never a crash. Imported late: the store's module would delay the first frame."""
+    the log, never a crash. Imported late: these modules would delay the first frame."""
+    from aime_tui.control.client import ControlError, Unreachable
     from aime_tui.store.database import StoreError
 
     return (ValueError, KeyError, StoreError, ControlError, Unreachable)
@@ -81,10 +84,9 @@ HELP_GROUP = {
 
 
 class AimeApp(App):
-    # A short terminal (60×20) gives the services table's frame to the log.
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (24, "-tall")]
     TITLE = "aime-tui"
-    CSS_PATH = [STYLES / "app.tcss", STYLES / "history.tcss", STYLES / "plays.tcss"]
+    # The other screens load their own styles when first shown.
+    CSS_PATH = STYLES / "app.tcss"
     # The tooltip is what the help screen (?) says; the description is the key bar's word.
     BINDINGS = [
         Binding("space", "toggle", "toggle", tooltip="want the selected service on / off"),
@@ -138,12 +140,18 @@ class AimeApp(App):
 
     def compose(self) -> ComposeResult:
         yield TitleBar(self._subtitle, self._now, id="title-bar")
-        yield ServicesTable(id="services")
+        # The class is set here rather than by breakpoints: a class that changes on the
+        # first resize restyles the whole screen before the first frame.
+        yield ServicesTable(id="services", classes="-short" if self.size.height < SHORT_BELOW else "")
         yield DetailLine("", id="detail")
         yield NowPlaying(id="now-playing")
         yield SummaryLine(id="summary")
         yield LogView(id="log")
         yield KeyBar(id="keys")
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._services_table is not None:
+            self._services_table.set_class(event.size.height < SHORT_BELOW, "-short")
 
     @property
     def table(self) -> ServicesTable:
@@ -379,6 +387,8 @@ class AimeApp(App):
 
     async def action_stop_all(self) -> None:
         """Stopping everything is hard to undo by accident: ask once."""
+        from aime_tui.ui.screens.confirm import ConfirmScreen
+
         if not await self._supervisor_ready():
             return
         wanted = [view.name for view in self.supervisor.views() if view.wanted or view.up]
@@ -435,6 +445,8 @@ class AimeApp(App):
         return plays is not None and isinstance(self.screen, plays.PlaysScreen)
 
     def action_help(self) -> None:
+        from aime_tui.ui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.help_groups()))
 
@@ -524,7 +536,7 @@ class AttachedApp(AimeApp):
     async def action_shutdown(self) -> None:
         try:
             pid = await self.engine.shutdown()
-        except (ValueError, ControlError, Unreachable) as exc:
+        except _refusals() as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
             return
         self.exit(message=f"aime-tui: asked the instance (pid {pid}) to stop; its services stop with it")

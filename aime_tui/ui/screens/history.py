@@ -48,6 +48,8 @@ def history_text(item: history.ServiceHistory) -> Text:
 
 
 class HistoryScreen(Screen):
+    # Loaded when the screen is first shown, not before the dashboard's first frame.
+    CSS_PATH = Path(__file__).resolve().parent.parent / "styles" / "history.tcss"
     HELP_KEYS = (("↑ ↓ pgup pgdn", "scroll"), ("esc h q", "back to the dashboard"), ("r", "read the history again"))
     BINDINGS = [
         Binding("escape,h,q", "app.pop_screen", "back"),

@@ -125,6 +125,8 @@ class HistoryTable(DataTable):
 
 
 class PlaysScreen(Screen):
+    # Loaded when the screen is first shown, not before the dashboard's first frame.
+    CSS_PATH = Path(__file__).resolve().parent.parent / "styles" / "plays.tcss"
     BINDINGS = [
         Binding("escape", "back", "back"),
         Binding("slash", "search", "search"),

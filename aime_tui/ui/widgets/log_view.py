@@ -11,12 +11,31 @@ its width changes.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from typing import Any, ClassVar, Iterable, Sequence
 
 from rich.text import Text
 from textual.events import Resize
-from textual.widgets import RichLog
+
+
+def _import_rich_log():
+    """RichLog's module imports rich.pretty, which imports attrs (when installed) only to
+    pretty-print attrs classes: a tenth of the launch's own import time, before the first
+    frame, for something this log never shows. attrs is hidden while it loads."""
+    if "attr" in sys.modules or "rich.pretty" in sys.modules:
+        from textual.widgets import RichLog
+
+        return RichLog
+    sys.modules["attr"] = None  # type: ignore[assignment]  # `import attr` raises ImportError
+    try:
+        from textual.widgets import RichLog
+    finally:
+        del sys.modules["attr"]
+    return RichLog
+
+
+RichLog = _import_rich_log()
 
 from aime_tui.core.model import LogEvent, RestoreSummary
 from aime_tui.format import clock
