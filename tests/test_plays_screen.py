@@ -17,6 +17,7 @@ from aime_tui.store.database import Play
 from aime_tui.ui.app import AimeApp
 from aime_tui.ui.screens import plays as plays_module
 from aime_tui.ui.screens.plays import PlaysScreen
+from aime_tui.ui.widgets.key_bar import KeyBar
 
 FROZEN = 1_795_461_857.0  # 2026-11-23 19:24:17 UTC (conftest pins TZ=UTC)
 SIZE = (100, 30)
@@ -29,6 +30,10 @@ def app(tmp_path, monkeypatch) -> AimeApp:
     monkeypatch.setattr(plays_module, "WATCH_EVERY", 0.2)
     config = load_config(config_path=Path("config.toml"), data_dir=Path("data"), env={})
     write_history(config.db_path, generate_plays(3000, end=FROZEN - 60, days=60, seed=3, artists=40))
+    db = sqlite3.connect(config.db_path)
+    with db:  # the generated Roon plays' account is this Core's id
+        db.execute("INSERT INTO roon_cores (core_id, name, last_seen) VALUES ('core', 'Nucleus', 0)")
+    db.close()
     engine, _ = scripted_engine(config, engine={"clock": lambda: 100.0, "wall": lambda: FROZEN})
     return AimeApp(engine, now=lambda: FROZEN)
 
@@ -74,6 +79,9 @@ async def test_the_plays_screen_lists_charts_and_searches_the_history(app):
         assert list(sparkline.data) == expected and sum(expected) > 0
         (top_all,) = sql(app, "SELECT COUNT(*) c FROM plays GROUP BY artist_key ORDER BY c DESC LIMIT 1")
         assert screen._overview.top["all"][0].plays == top_all[0]
+        # A Roon play says which Core by its name, not by the core_id stored as its account.
+        (roon_row,) = sql(app, "SELECT id FROM plays WHERE source = 'roon' ORDER BY played_at DESC, id DESC LIMIT 1")
+        assert screen.table.get_row(str(roon_row[0]))[1] == "roon · Nucleus"
 
         await pilot.press("slash")
         await pilot.press(*"bjork")
@@ -110,12 +118,18 @@ async def test_scrolling_loads_the_next_page_and_new_plays_appear(app):
 # -- snapshots -------------------------------------------------------------------------------
 
 
-def test_plays_screen_snapshot(snap_compare, app):
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=lambda size: f"{size[0]}x{size[1]}")
+def test_plays_screen_snapshot(snap_compare, app, size):
+    """Columns fit the width (album goes first); at 60×20 the chart gives way to the top
+    artists and the key bar keeps back, search and help."""
+
     async def run_before(pilot):
-        await open_plays(pilot)
+        screen = await open_plays(pilot)
+        keys = [key for key, _ in screen.query_one(KeyBar).shown()]
+        assert {"esc", "/", "?"} <= set(keys), keys
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 def test_plays_screen_search_snapshot(snap_compare, app):

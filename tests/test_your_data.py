@@ -310,6 +310,23 @@ def test_stats_command_prints_a_chart_and_json(history):
     assert sum(day["plays"] for day in data["per_day"]) == data["plays"]
 
 
+def test_plays_command_names_the_roon_core_and_keeps_its_id_as_the_account(history, capsys):
+    from aime_tui.cli.main import main
+
+    db = sqlite3.connect(history)
+    with db:
+        db.execute("INSERT INTO roon_cores (core_id, name, last_seen) VALUES ('core', 'Nucleus', 0)")
+    db.close()
+    assert main(["plays", "--data-dir", str(history.parent), "--limit", "4", "--json"]) == 0
+    plays = json.loads(capsys.readouterr().out)
+    by_title = {play["title"]: play for play in plays}
+    assert by_title["Jóga"]["account"] == "core" and by_title["Jóga"]["core_name"] == "Nucleus"
+    assert by_title['Say "Hi", Then Go']["core_name"] is None  # a Last.fm play has no Core
+    assert main(["plays", "--data-dir", str(history.parent), "--limit", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.endswith("Björk – Jóga  [Homogenic]  (roon · Nucleus)") for line in lines), lines
+
+
 def test_stats_of_an_empty_history(tmp_path):
     result = cli("stats", "--data-dir", str(tmp_path / "none"))
     assert result.returncode == 0 and "nothing recorded yet" in result.stdout

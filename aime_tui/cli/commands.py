@@ -327,6 +327,7 @@ def cmd_history(args, config: Config) -> int:
 
 def cmd_plays(args, config: Config) -> int:
     from aime_tui.store.queries import connect_read_only
+    from aime_tui.store.roon_cores import core_names
 
     def work() -> int:
         db = connect_read_only(config.db_path)
@@ -336,10 +337,15 @@ def cmd_plays(args, config: Config) -> int:
                 " ORDER BY played_at DESC, id DESC LIMIT ?",
                 (args.limit,),
             ).fetchall()
+            cores = core_names(db)
         finally:
             db.close()
         keys = ("source", "account", "played_at", "artist", "title", "album")
         plays = [dict(zip(keys, row)) for row in rows]
+        for play in plays:
+            # A Roon play's account is its Core's core_id (stable across renames); the name
+            # is what a person reads. None for other sources, or a Core never met by name.
+            play["core_name"] = cores.get(play["account"]) if play["source"] == "roon" else None
         if args.json:
             print(json.dumps(plays, indent=2, ensure_ascii=False))
             return EXIT_OK
@@ -347,7 +353,8 @@ def cmd_plays(args, config: Config) -> int:
             print("no plays collected yet")
         for play in plays:
             album = f"  [{play['album']}]" if play["album"] else ""
-            print(f"{stamp(play['played_at'])}  {play['artist']} – {play['title']}{album}  ({play['source']})")
+            source = f"roon · {play['core_name']}" if play["core_name"] else play["source"]
+            print(f"{stamp(play['played_at'])}  {play['artist']} – {play['title']}{album}  ({source})")
         return EXIT_OK
 
     return _read(config, work)

@@ -10,6 +10,7 @@ the plays by its name, the token by accepting it at registration.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
@@ -110,3 +111,12 @@ async def count_core_plays(store: Store, core_id: str) -> int:
     ) as cursor:
         (count,) = await cursor.fetchone()
     return count
+
+
+def core_names(db: sqlite3.Connection) -> dict[str, str]:
+    """Each known Core's name by core_id, for showing Roon plays (whose account is the
+    core_id) to a person; read-only, on a plain sqlite3 connection (store/queries.py's)."""
+    try:
+        return dict(db.execute("SELECT core_id, name FROM roon_cores"))
+    except sqlite3.OperationalError:  # a database from before Cores were recorded
+        return {}

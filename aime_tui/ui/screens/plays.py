@@ -23,11 +23,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
+from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
 from aime_tui.reports import stats
 from aime_tui.store import queries
 from aime_tui.store.queries import PlayRow, Ranked
+from aime_tui.store.roon_cores import core_names
+from aime_tui.ui.widgets.key_bar import KeyBar
 
 PAGE = 100
 #: Fetch the next page once the cursor is this close to the last row loaded.
@@ -40,6 +42,15 @@ SEARCH_DELAY = 0.25
 #: The top over the whole history reads every play: at most this often while plays arrive.
 ALL_TIME_EVERY = 60.0
 TOP_PERIODS = (("7 days", "7d"), ("30 days", "30d"), ("all time", "all"))
+#: The table's columns: (key, label, share of the width the fixed ones leave). "From" is as
+#: wide as its widest text (a Roon Core's name, up to SOURCE_MAX); album goes first when narrow.
+WHEN_WIDTH, SOURCE_MAX = 16, 18
+NAMED = (("artist", "Artist", 3), ("title", "Title", 4), ("album", "Album", 3))
+#: Below this many cells for artist, title and album together, the Core's name gives way
+#: in the From column (the line under the table still says it), then album.
+ALBUM_FROM = 42
+SOURCE_MIN = len("lastfm")
+CELL_PADDING = 2
 
 
 @dataclass
@@ -68,12 +79,42 @@ def _overview(db_path: Path, now: float, periods: tuple[str, ...]) -> Overview:
         db.close()
 
 
-def _page(db_path: Path, before: tuple[int, int] | None, search: str | None) -> list[PlayRow]:
+def _page(db_path: Path, before: tuple[int, int] | None, search: str | None) -> tuple[list[PlayRow], dict[str, str]]:
+    """A page of plays, and the Roon Cores' names (a Roon play's account is its core_id)."""
     db = queries.connect_read_only(db_path)
     try:
-        return queries.page(db, before=before, limit=PAGE, search=search)
+        return queries.page(db, before=before, limit=PAGE, search=search), core_names(db)
     finally:
         db.close()
+
+
+def source_text(row: PlayRow, cores: dict[str, str]) -> str:
+    """Where a play came from, as a person reads it: the Roon Core by name, not by id."""
+    name = cores.get(row.account) if row.source == "roon" else None
+    return f"roon · {name}" if name else row.source
+
+
+def play_detail(row: PlayRow, cores: dict[str, str]) -> str:
+    """The highlighted play in full: what the columns cut, and where it came from."""
+    album = f" [{_one_line(row.album)}]" if row.album else ""
+    where = [source_text(row, cores)] + ([row.zone] if row.zone else [])
+    return f"{_one_line(row.artist)} – {_one_line(row.title)}{album} · {', '.join(where)}"
+
+
+def column_widths(width: int, source_width: int) -> dict[str, int]:
+    """Each column's width in a table `width` cells wide (its scrollbar excluded)."""
+    named = list(NAMED)
+    left = width - WHEN_WIDTH - source_width - CELL_PADDING * (2 + len(named))
+    if left < ALBUM_FROM:
+        left, source_width = left + source_width - SOURCE_MIN, SOURCE_MIN
+    widths = {"when": WHEN_WIDTH, "source": source_width}
+    if left < ALBUM_FROM:
+        named, left = named[:-1], left + CELL_PADDING
+    left = max(left, 4 * len(named))
+    shares = sum(share for _, _, share in named)
+    for index, (key, _, share) in enumerate(named):
+        widths[key] = left - sum(widths.get(k, 0) for k, _, _ in named) if index == len(named) - 1 else left * share // shares
+    return widths
 
 
 def _newest(db_path: Path) -> tuple[int, int] | None:
@@ -127,6 +168,13 @@ class HistoryTable(DataTable):
 class PlaysScreen(Screen):
     # Loaded when the screen is first shown, not before the dashboard's first frame.
     CSS_PATH = Path(__file__).resolve().parent.parent / "styles" / "plays.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide")]
+    HELP_KEYS = (
+        ("↑ ↓ pgup pgdn", "scroll (older plays load as you go)"),
+        ("/", "search artist, title or album (enter: done, esc: clear)"),
+        ("esc p q", "back to the dashboard"),
+        ("r", "read the plays again"),
+    )
     BINDINGS = [
         Binding("escape", "back", "back"),
         Binding("slash", "search", "search"),
@@ -148,6 +196,11 @@ class PlaysScreen(Screen):
         self._all_time_at: float | None = None
         #: Bumped whenever the list starts over: a page fetched for an older list is dropped.
         self._generation = 0
+        #: The rows in the table, and the Cores' names, to lay it out again at another width.
+        self._rows: list[PlayRow] = []
+        self._by_key: dict[str, PlayRow] = {}
+        self._cores: dict[str, str] = {}
+        self._widths: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
         yield Label("Plays ─ loading…", id="plays-title")
@@ -160,7 +213,8 @@ class PlaysScreen(Screen):
                 yield Label("", id="plays-per-day-caption")
             yield Static("", id="plays-top")
         yield HistoryTable(id="plays-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Label("", id="plays-detail")
+        yield KeyBar(always=("escape", "slash", "question_mark"))
 
     @property
     def table(self) -> DataTable:
@@ -169,13 +223,8 @@ class PlaysScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#plays-per-day", Vertical).border_title = f"plays per day, {CHART_DAYS} d"
         self.query_one("#plays-top", Static).border_title = "top artists"
-        table = self.table
-        table.add_column("When", key="when", width=16)
-        table.add_column("From", key="source", width=6)
-        table.add_column("Artist", key="artist", width=20)
-        table.add_column("Title", key="title", width=24)
-        table.add_column("Album", key="album", width=20)
-        table.focus()
+        self._lay_out(self.app.size.width)
+        self.table.focus()
         self.run_worker(self._first_load(), name="plays", group="plays", exclusive=True)
         self.set_interval(WATCH_EVERY, self._watch)
 
@@ -210,18 +259,56 @@ class PlaysScreen(Screen):
             return
         self._show_overview(full)
 
-    def _fill(self, rows: list[PlayRow], *, replace: bool) -> None:
+    def on_resize(self, event) -> None:
+        self._lay_out(event.size.width)
+
+    def _lay_out(self, width: int) -> None:
+        """Columns that fit the width, the rows kept (a resize or a Core's name learnt)."""
+        table = self.table
+        sources = [source_text(row, self._cores) for row in self._rows[:PAGE]] or ["lastfm"]
+        source_width = min(max(len(text) for text in (*sources, "lastfm")), SOURCE_MAX)
+        widths = column_widths(width - table.styles.scrollbar_size_vertical, source_width)
+        if widths == self._widths:
+            return
+        self._widths = widths
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        labels = {"when": "When", "source": "From", **{key: label for key, label, _ in NAMED}}
+        for key, column_width in widths.items():
+            table.add_column(labels[key], key=key, width=column_width)
+        self._add_rows(self._rows)
+        if self._rows:
+            table.move_cursor(row=min(cursor, len(self._rows) - 1), animate=False)
+
+    def _add_rows(self, rows: list[PlayRow]) -> None:
+        width = self._widths.get("source", SOURCE_MIN)
+        cells = {
+            "when": lambda row: datetime.fromtimestamp(row.played_at).strftime("%Y-%m-%d %H:%M"),
+            # The Core's name where it fits (the line under the table says it in any case).
+            "source": lambda row: text if len(text := source_text(row, self._cores)) <= width else row.source,
+            "artist": lambda row: _one_line(row.artist),
+            "title": lambda row: _one_line(row.title),
+            "album": lambda row: _one_line(row.album) or "–",
+        }
+        for row in rows:
+            self.table.add_row(*(cells[key](row) for key in self._widths), key=str(row.id))
+
+    def _fill(self, page: tuple[list[PlayRow], dict[str, str]], *, replace: bool) -> None:
+        rows, cores = page
         table = self.table
         if replace:
             self._generation += 1
             table.clear()
+            self._rows, self._by_key = [], {}
             self._last, self._exhausted = None, False
-        for row in rows:
-            table.add_row(
-                datetime.fromtimestamp(row.played_at).strftime("%Y-%m-%d %H:%M"), row.source,
-                _one_line(row.artist), _one_line(row.title), _one_line(row.album) or "–",
-                key=str(row.id),
-            )
+        self._rows.extend(rows)
+        self._by_key.update((str(row.id), row) for row in rows)
+        if cores != self._cores:
+            self._cores = cores
+            self._widths = {}  # the From column's width may change: lay the table out again
+            self._lay_out(self.app.size.width)
+        else:
+            self._add_rows(rows)
         if rows:
             self._last = (rows[-1].played_at, rows[-1].id)
         self._exhausted = len(rows) < PAGE
@@ -244,7 +331,7 @@ class PlaysScreen(Screen):
         self._say(f"Plays ─ {stored}{search} · {shown}{note}")
 
     def _say(self, text: str) -> None:
-        self.query_one("#plays-title", Label).update(text)
+        self.query_one("#plays-title", Label).update(Text(text))  # a search in [brackets] is no markup
 
     async def _more(self) -> None:
         if self._loading or self._exhausted or self._last is None:
@@ -259,6 +346,8 @@ class PlaysScreen(Screen):
             self._fill(rows, replace=False)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self._by_key.get(event.row_key.value) if event.row_key is not None else None
+        self.query_one("#plays-detail", Label).update(Text(play_detail(row, self._cores)) if row else "")
         if event.cursor_row >= self.table.row_count - PREFETCH:
             self.run_worker(self._more(), name="plays-more", group="plays-more")
 

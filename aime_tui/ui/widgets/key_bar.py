@@ -2,8 +2,8 @@
 
 Textual's footer lays every key out in a row and lets the ones that do not fit fall off
 the right edge, `q quit` first. This bar keeps the keys that must always be there (help
-and quit, or detach) and adds the others in their order while they fit, the command
-palette's last.
+and quit, or detach, on the dashboard; a screen names its own, such as back and search)
+and adds the others in their order while they fit, the command palette's last.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
-#: Keys shown at any width: help, and quit (or detach, in an attached dashboard).
+#: Keys shown at any width by default: help, and quit (or detach, in an attached dashboard).
 ALWAYS = ("question_mark", "q")
 GAP = "  "
 
@@ -28,6 +28,11 @@ class KeyBar(Static):
         color: $footer-foreground;
     }
     """
+
+    def __init__(self, *, always: tuple[str, ...] = ALWAYS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        #: The bound keys (as Textual names them: "question_mark", "escape") kept at any width.
+        self.always = always
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -81,7 +86,7 @@ class KeyBar(Static):
         def length(items) -> int:
             return sum(len(key) + 1 + len(text) for _, key, text in items) + len(GAP) * max(len(items) - 1, 0)
 
-        kept = [item for item in keys if item[0] in ALWAYS]
+        kept = [item for item in keys if item[0] in self.always]
         for item in keys:
             if item in kept:
                 continue
