@@ -256,6 +256,12 @@ async def test_the_dashboard_attaches_to_a_headless_instance_and_detaches_leavin
             await wait_until(lambda: cell(app, "tracker", "state") == "○ stopped")
             # Its log lines arrive here too.
             await wait_until(lambda: any("tracker wanted off (saved)" in line.text for line in app.log_view.lines))
+            # Retrying a service not wanted is a notice in plain text, as in the instance's own window.
+            await pilot.press("r")
+            await wait_until(lambda: any("nothing to retry" in entry.plain for entry in app.log_view.entries),
+                             what="the refusal in the log")
+            (notice,) = [entry for entry in app.log_view.entries if "nothing to retry" in entry.plain]
+            assert {str(span.style) for span in notice.spans} <= {"dim", ""}, notice.spans
             await pilot.press("q")
         assert headless.process.poll() is None, "detaching leaves the instance running"
         states = [view["state"] for view in headless.ask({"cmd": "status"})["services"]]
@@ -289,6 +295,48 @@ async def test_an_attached_dashboard_shows_what_the_instance_logged_before(tmp_p
             await pilot.press("q")
     finally:
         assert headless.stop() == 0
+
+
+async def test_an_attached_dashboard_waits_out_a_full_listen_backlog(tmp_path):
+    """EAGAIN from a listener whose backlog is full means busy, not gone: tried again, as
+    the CLI's client does."""
+    import threading
+
+    from aime_tui.control.remote import RemoteSupervisor
+
+    path = tmp_path / "aime.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued = []
+    while True:  # fill the backlog until the next connect is refused with EAGAIN
+        waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        waiting.setblocking(False)
+        try:
+            waiting.connect(str(path))
+        except BlockingIOError:
+            waiting.close()
+            break
+        queued.append(waiting)
+    answered = []
+
+    def serve() -> None:
+        time.sleep(0.2)  # busy for a while: the request's first attempts meet EAGAIN
+        for _ in queued:
+            listener.accept()[0].close()
+        conn, _ = listener.accept()
+        with conn:
+            answered.append(json.loads(conn.makefile().readline()))
+            conn.sendall(b'{"ok": true}\n')
+
+    server = threading.Thread(target=serve)
+    server.start()
+    await RemoteSupervisor(path).start("tracker")
+    server.join()
+    assert answered == [{"cmd": "start", "service": "tracker"}]
+    for waiting in queued:
+        waiting.close()
+    listener.close()
 
 
 async def test_a_backlog_of_long_lines_reaches_a_dashboard_that_attaches(config, cleanup):

@@ -7,6 +7,7 @@ owner, then the peer's uid); a socket whose backlog is full is tried again brief
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import json
@@ -63,16 +64,38 @@ def _check_owner(path: Path) -> None:
         raise Unreachable(f"{path} belongs to uid {info.st_uid}, not to you: not sending anything to it")
 
 
+def _connected(conn: socket.socket, path: Path, busy_until: float) -> bool:
+    """One connect attempt: True once connected, False while the listener's backlog is
+    full (EAGAIN: it is busy, for now) and there is time left to try again."""
+    try:
+        conn.connect(str(path))
+        return True
+    except BlockingIOError as exc:
+        if exc.errno != errno.EAGAIN or time.monotonic() >= busy_until:
+            raise
+        return False
+
+
 def _connect(conn: socket.socket, path: Path, deadline: float) -> None:
     busy_until = min(deadline, time.monotonic() + BUSY_RETRY_FOR)
-    while True:
-        try:
-            conn.connect(str(path))
-            return
-        except BlockingIOError as exc:  # EAGAIN: the backlog is full, for now
-            if exc.errno != errno.EAGAIN or time.monotonic() >= busy_until:
-                raise
-            time.sleep(BUSY_RETRY_EVERY)
+    while not _connected(conn, path, busy_until):
+        time.sleep(BUSY_RETRY_EVERY)
+
+
+async def open_stream(path: Path, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The asyncio connection to the instance (an attached dashboard's), with the CLI's
+    retries of a full backlog: asyncio's own connect takes EAGAIN for a connect under way
+    and hands back a broken stream."""
+    busy_until = time.monotonic() + min(timeout, BUSY_RETRY_FOR)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.setblocking(False)
+    try:
+        while not _connected(conn, path, busy_until):
+            await asyncio.sleep(BUSY_RETRY_EVERY)
+        return await asyncio.open_unix_connection(sock=conn, limit=MAX_LINE)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def request(path: Path, message: dict[str, Any], *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:

@@ -26,17 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from aime_tui.config import SOCKET_FILE, Config
-from aime_tui.control.client import ControlError, Unreachable
+from aime_tui.control.client import ControlError, Unreachable, open_stream
 from aime_tui.control.protocol import (
     peer_uid,
     CLIENT_TIMEOUT,
-    MAX_LINE,
     WAKE_CLIENT_TIMEOUT,
     encode,
     summary_from_wire,
     view_from_wire,
 )
 from aime_tui.core.bus import EventBus
+from aime_tui.core.faults import NothingToDo
 from aime_tui.core.model import Listener, LogEvent, RestoreSummary, ServiceView, StateEvent
 from aime_tui.core.ports import EngineHost, ServiceControl
 from aime_tui.services.registry import SERVICES
@@ -81,9 +81,7 @@ class RemoteSupervisor(ServiceControl):
 
     async def _subscribe(self) -> tuple[asyncio.StreamReader, list[dict[str, Any]]]:
         """Open the event stream: the instance's status, then its recent log lines."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), CLIENT_TIMEOUT
-        )
+        reader, writer = await asyncio.wait_for(open_stream(self.path, CLIENT_TIMEOUT), CLIENT_TIMEOUT)
         _check_peer(writer, self.path)
         try:
             writer.write(encode({"cmd": "subscribe"}))
@@ -246,7 +244,7 @@ class RemoteSupervisor(ServiceControl):
     async def _request(self, message: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
         """One request on its own connection: Unreachable if no answer, ControlError if refused."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), timeout)
+            reader, writer = await asyncio.wait_for(open_stream(self.path, timeout), timeout)
             _check_peer(writer, self.path)
         except (OSError, asyncio.TimeoutError) as exc:
             raise Unreachable(f"the instance does not answer on {self.path}: {exc}") from None
@@ -258,6 +256,8 @@ class RemoteSupervisor(ServiceControl):
         finally:
             writer.close()
         if not answer.pop("ok", False):
+            if answer.get("nothing_to_do"):  # already so: said as a notice, not an error
+                raise NothingToDo(answer.get("error") or f"nothing to {message['cmd']}")
             raise ControlError(answer.get("error") or f"{message['cmd']} refused")
         return answer
 

@@ -33,6 +33,7 @@ from aime_tui.control.protocol import (
     summary_to_wire,
     view_to_wire,
 )
+from aime_tui.core.faults import NothingToDo
 from aime_tui.core.model import Event, LogEvent, RestoreSummary
 from aime_tui.reports.health import ErrorTally, assess, database_reachable
 from aime_tui.store.database import StoreError
@@ -189,6 +190,8 @@ class ControlServer:
             return {"ok": False, "error": f"{command} did not finish within {COMMAND_TIMEOUT:.0f} s"}
         except KeyError as exc:
             return {"ok": False, "error": str(exc.args[0]) if exc.args else "unknown name"}
+        except NothingToDo as exc:  # already so: the client says it as a notice, not an error
+            return {"ok": False, "error": str(exc), "nothing_to_do": True}
         except (ValueError, StoreError) as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": True, **answer}

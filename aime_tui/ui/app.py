@@ -354,7 +354,7 @@ class AimeApp(App):
         try:
             await operation
         except NothingToDo as exc:  # asked for something that is already so: said, not an error
-            self._pending_log.append(LogEvent(str(exc), logging.WARNING, at=self._now()))
+            self._pending_log.append(LogEvent(str(exc), logging.INFO, at=self._now()))
         except _refusals() as exc:
             self._pending_log.append(LogEvent(str(exc), logging.ERROR, at=self._now()))
 
