@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import os
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -511,17 +512,28 @@ listen = ""
 """
 
 
-def write_config_template(path: Path, lastfm: Mapping[str, str] | None = None) -> None:
-    """Write the commented config, with the [lastfm] values given filled in (`user`,
-    `api_key`); refuse to overwrite one the user may have filled in."""
+def write_config_template(
+    path: Path, lastfm: Mapping[str, str] | None = None, roon: Mapping[str, object] | None = None
+) -> None:
+    """Write the commented config, with the values given filled in ([lastfm] `user`,
+    `api_key`; [roon] `host`, `port`, `enabled`); refuse to overwrite one the user may have
+    filled in."""
     if path.exists():
         raise ConfigError(f"{path} already exists; edit it or move it away first")
     import json
 
+    def filled(section: str, values: Mapping[str, object]) -> str:
+        # Each key is replaced within its own section: `port` and `enabled` recur in others.
+        head, found, rest = text.partition(f"\n[{section}]\n")
+        body, next_header, tail = rest.partition("\n[")
+        for key, value in values.items():
+            # A JSON string, number or boolean is a valid TOML value (same escapes).
+            body = re.sub(rf"^{key} = .*$", lambda _: f"{key} = {json.dumps(value)}", body, count=1, flags=re.M)
+        return head + found + body + next_header + tail
+
     text = CONFIG_TEMPLATE
-    for key, value in (lastfm or {}).items():
-        # A JSON string is a valid TOML basic string (same escapes).
-        text = text.replace(f'\n{key} = ""\n', f"\n{key} = {json.dumps(value)}\n", 1)
+    text = filled("lastfm", lastfm or {})
+    text = filled("roon", roon or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created 0600 from the start: the API key is never readable by others, even briefly.
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:

@@ -124,12 +124,15 @@ def test_init_in_a_terminal_asks_hides_the_key_and_tries_it_once(tmp_path, lastf
     terminal.expect("Last.fm API key")
     asked = len(lastfm.requests)
     terminal.type(f"{KEY}\n")
+    terminal.expect("Collect Roon plays? [Y/n]: ")
+    terminal.type("n\n")
     assert terminal.exit_code() == 0, terminal.output
     assert KEY not in terminal.output, "the key is typed without echo"
     assert "Last.fm knows RJ: 1,234 plays so far" in terminal.output
     assert len(lastfm.requests) == asked + 1, "tried once"
     written = tomllib.loads((tmp_path / "config.toml").read_text())["lastfm"]
     assert written["user"] == "RJ" and written["api_key"] == KEY
+    assert tomllib.loads((tmp_path / "config.toml").read_text())["roon"]["enabled"] is False
     assert ((tmp_path / "config.toml").stat().st_mode & 0o777) == 0o600
 
 
@@ -140,9 +143,70 @@ def test_init_in_a_terminal_says_when_the_account_does_not_work(tmp_path, lastfm
     terminal.type("RJ\n")
     terminal.expect("Last.fm API key")
     terminal.type("not-the-key\n")
+    terminal.expect("Collect Roon plays? [Y/n]: ")
+    terminal.type("\n")
+    # No Core to offer (discovery off, as in the whole suite): typed instead, the port checked.
+    terminal.expect("discovery is off (AIME_ROON_DISCOVERY=off): type the Core's host")
+    terminal.type("nucleus.local\n")
+    terminal.expect("Roon Core port [9330")
+    terminal.type("ninety\n")
+    terminal.expect("a port from 1 to 65535, please")
+    terminal.type("9100\n")
     assert terminal.exit_code() == 0, terminal.output
     assert "tried once and it did not work: Last.fm rejected the API key" in terminal.output
-    assert tomllib.loads((tmp_path / "config.toml").read_text())["lastfm"]["user"] == "RJ"
+    written = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert written["lastfm"]["user"] == "RJ"
+    assert written["roon"] == {"host": "nucleus.local", "port": 9100, "enabled": True}
+
+
+@pytest.fixture
+def sood_cores():
+    """Two fake Roon Cores and a SOOD responder for them on loopback, served from a thread."""
+    from aime_tui.demo.roon_fake import FakeRoonCore, FakeSoodResponder
+
+    loop = asyncio.new_event_loop()
+    cores = [FakeRoonCore(core_name="Kitchen Core", seed=1), FakeRoonCore(core_name="Study Core", seed=2)]
+    responder = FakeSoodResponder(cores)
+
+    async def start() -> None:
+        for core in cores:
+            await core.start()
+        await responder.start()
+
+    loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield cores, responder
+
+    async def stop() -> None:
+        await responder.stop()
+        for core in cores:
+            await core.stop()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_init_offers_the_roon_cores_discovery_finds(tmp_path, sood_cores):
+    cores, responder = sood_cores
+    env = env_for(tmp_path, AIME_ROON_DISCOVERY=responder.target)
+    terminal = Terminal([str(EXECUTABLE), "init"], env)
+    terminal.expect("Last.fm user: ")
+    terminal.type("\n")  # Last.fm later
+    terminal.expect("Last.fm API key")
+    terminal.type("\n")
+    terminal.expect("Collect Roon plays? [Y/n]: ")
+    terminal.type("y\n")
+    terminal.expect("Which Core? [1-2, 0; enter: 1]: ")
+    assert f"1. Kitchen Core at 127.0.0.1:{cores[0].port}" in terminal.output
+    assert f"2. Study Core at 127.0.0.1:{cores[1].port}" in terminal.output
+    terminal.type("2\n")
+    assert terminal.exit_code() == 0, terminal.output
+    assert len(responder.queries) >= 1
+    written = tomllib.loads((tmp_path / "config.toml").read_text())["roon"]
+    assert written == {"host": "127.0.0.1", "port": cores[1].port, "enabled": True}
 
 
 # -- each subcommand's --help -------------------------------------------------------------------

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    command("init", "write the config file (in a terminal: asks for the Last.fm account and tries it once)")
+    command("init", "write the config file (in a terminal: asks for the Last.fm account and tries it once, offers the Roon Cores found)")
     command("status", "the services of the running instance (or the saved desired states)").add_argument(
         "--json", action="store_true", help="machine-readable"
     )
