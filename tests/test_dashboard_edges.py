@@ -76,6 +76,18 @@ async def test_help_lists_this_apps_keys_for_the_focused_part_and_closes_with_ei
         await pilot.press("question_mark")
         await wait_until(lambda: not isinstance(app.screen, HelpScreen), what="? to close the help")
 
+        # The palette's Keys is this help, and its Quit says what quitting does here.
+        commands = list(app.get_system_commands(app.screen))
+        titles = [command.title for command in commands]
+        assert titles.count("Keys") == 1 and titles.count("Quit") == 1, titles
+        (keys,) = [command for command in commands if command.title == "Keys"]
+        keys.callback()
+        await wait_until(lambda: isinstance(app.screen, HelpScreen), what="the palette's Keys to open the help")
+        await pilot.press("escape")
+        await wait_until(lambda: not isinstance(app.screen, HelpScreen), what="esc to close the help")
+        (quit_command,) = [command for command in commands if command.title == "Quit"]
+        assert "Stop the services" in quit_command.help
+
         await pilot.press("tab")  # the log has its own keys
         await pilot.press("question_mark")
         await wait_until(lambda: isinstance(app.screen, HelpScreen), what="the help screen")

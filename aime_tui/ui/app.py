@@ -501,7 +501,13 @@ class AimeApp(App):
             self._recover(self.engine.simulate_slow_wake())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's "Keys" opens its own panel of widget bindings, and its "Quit" says "as
+        # soon as possible": this app's help (?) and quit say what they do here.
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Keys", "Quit"):
+                yield command
+        yield SystemCommand("Keys", "This app's keys, by what they act on (?)", self.action_help)
+        yield from self._leaving_commands()
         if self.supervisor is None:
             return
         for name in self.supervisor.names:
@@ -515,10 +521,10 @@ class AimeApp(App):
         yield SystemCommand("Simulate wake", "Recover as after a sleep: stop and restore", self.action_wake)
         yield SystemCommand("History and availability", "Transitions, availability over 24 h and 7 d", self.action_history)
         yield SystemCommand("Plays and stats", "The stored history: search, plays per day, top artists", self.action_plays)
-        yield from self._leaving_commands()
 
     def _leaving_commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand("Detach", "Close the window; the services keep running in the background", self.action_detach)
+        yield SystemCommand("Quit", "Stop the services and close; what they want is remembered", self.action_quit)
 
 
 class AttachedApp(AimeApp):

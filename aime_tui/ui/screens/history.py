@@ -63,13 +63,13 @@ class HistoryScreen(Screen):
         self._now = now
 
     def compose(self) -> ComposeResult:
-        yield Label("History and availability ─ share of wanted time spent running", id="history-title")
+        yield Label("History ─ availability: the share of wanted time running", id="history-title")
         with VerticalScroll(id="history"):
             for name in self._names:
                 panel = Static("loading…", id=f"history-{name}", classes="history-service")
                 panel.border_title = name
                 yield panel
-        yield KeyBar()
+        yield KeyBar(always=("escape", "question_mark"))
 
     def on_mount(self) -> None:
         self.action_reload()
