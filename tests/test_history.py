@@ -109,6 +109,35 @@ async def test_the_time_aime_tui_was_not_running_is_counted_apart_not_as_downtim
     )
 
 
+async def test_time_not_set_up_is_counted_apart_not_as_downtime(store):
+    # Launched without an API key: not set up for 6 h, then set up (r), then a 1 h outage.
+    await at(store, NOW - 10 * HOUR, "tracker", "stopped", "starting", "launch")
+    await at(store, NOW - 10 * HOUR, "tracker", "starting", "not set up", "error")
+    await at(store, NOW - 4 * HOUR, "tracker", "not set up", "starting", "user")
+    await at(store, NOW - 4 * HOUR, "tracker", "starting", "running", "user")
+    await at(store, NOW - 2 * HOUR, "tracker", "running", "backoff", "error")
+    await at(store, NOW - HOUR, "tracker", "backoff", "starting", "backoff")
+    await at(store, NOW - HOUR, "tracker", "starting", "running", "backoff")
+
+    windows, item = load(store, "tracker")
+    day = windows["24 h"]
+    assert day.seconds == 10 * HOUR
+    assert (day.not_set_up, day.wanted, day.running) == (6 * HOUR, 4 * HOUR, 3 * HOUR)
+    assert day.share == 0.75, "its downtime is the outage, not the hours it waited for a key"
+    assert history.window_line(day, item.restarts["24 h"]) == (
+        "last 24 h: available 75.0 % (running 3 h of 4 h wanted), not set up 6 h, 1 restart"
+    )
+    assert [row.to_state for row in item.failures] == ["backoff"], "not set up is no failure"
+
+    # Never set up at all: nothing to rate, and said so rather than "not wanted".
+    await at(store, NOW - 5 * HOUR, "roon_tracker", "stopped", "starting", "launch")
+    await at(store, NOW - 5 * HOUR, "roon_tracker", "starting", "not set up", "error")
+    windows, item = load(store, "roon_tracker")
+    day = windows["24 h"]
+    assert (day.not_set_up, day.wanted, day.share) == (5 * HOUR, 0, None)
+    assert history.window_line(day, 0) == "last 24 h: available –, not set up 5 h, 0 restarts"
+
+
 def test_rounded_durations_never_contradict_the_percentage():
     window = history.Availability("24 h", 12.0, wanted=12.0, running=11.68, unrecorded=0.0)
     assert history.window_line(window, 1) == (

@@ -7,8 +7,10 @@ desired-state rows `unwanted → wanted`). It also picks out restarts and failur
 reads everything through its own read-only connection, so the CLI and the history
 screen (in a thread) share one code path. No Textual here.
 
-A window starts no earlier than the service's first row. Time the records cannot vouch
-for is counted apart as "unrecorded", never guessed: where the instance went away
+A window starts no earlier than the service's first row. Time a wanted service spent
+"not set up" (missing a setting, such as the API key) is counted apart, as the dashboard
+and `health` say it apart from failures: it is not downtime, and not in the share. Time
+the records cannot vouch for is counted apart as "unrecorded", never guessed: where the instance went away
 without recording its services stopping (kill -9, power loss), seen as a row whose
 `from` state is not the state the previous row left, or as a service still "running"
 when no instance runs.
@@ -38,6 +40,8 @@ _COLUMNS = "service, from_state, to_state, reason, at"
 #: The reason of the stops a clean quit records; OFF marks the time until the next launch.
 SHUTDOWN = "shutdown"
 OFF = "off"
+#: Marks the time a service waited for a setting (see RunState.NOT_SET_UP).
+NOT_SET_UP = RunState.NOT_SET_UP.value
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Availability:
     #: Time wanted while aime-tui itself was not running (after a clean quit, until the
     #: next launch): not the service's downtime, so not in `wanted`.
     not_running: float = 0.0
+    #: Time wanted while it lacked a setting it needs: not a failure, so not in `wanted`.
+    not_set_up: float = 0.0
 
     @property
     def share(self) -> float | None:
@@ -112,8 +118,9 @@ def availability(
         state = runtime_rows[0].from_state
     else:
         state = RunState.STOPPED.value
-    # Runtime: True running, False not running, None unrecorded, OFF aime-tui not running.
-    initially = state == RunState.RUNNING.value
+    # Runtime: True running, False not running, None unrecorded, OFF aime-tui not running,
+    # NOT_SET_UP waiting for a setting.
+    initially = NOT_SET_UP if state == NOT_SET_UP else state == RunState.RUNNING.value
     if prior_runtime is not None and prior_runtime.reason == SHUTDOWN and state == RunState.STOPPED.value:
         initially = OFF
     changes: list[list] = [[float("-inf"), initially]]
@@ -123,6 +130,8 @@ def availability(
             changes[-1][1] = None
         if row.to_state == RunState.STOPPED.value and row.reason == SHUTDOWN:
             changes.append([row.at, OFF])  # a clean quit: aime-tui is away until the next launch
+        elif row.to_state == NOT_SET_UP:
+            changes.append([row.at, NOT_SET_UP])
         else:
             changes.append([row.at, row.to_state == RunState.RUNNING.value])
         state = row.to_state
@@ -139,20 +148,22 @@ def availability(
     wanted_steps = _steps(initially, ((row.at, row.to_state == "wanted") for row in wanted_rows))
 
     bounds = sorted({start, end, *(at for at in running_steps[0] + wanted_steps[0] if start < at < end)})
-    wanted = running = unrecorded = not_running = 0.0
+    wanted = running = unrecorded = not_running = not_set_up = 0.0
     for lo, hi in zip(bounds, bounds[1:]):
         if not _value_at(wanted_steps, lo):
             continue
         is_running = _value_at(running_steps, lo)
         if is_running is OFF:
             not_running += hi - lo
+        elif is_running is NOT_SET_UP:
+            not_set_up += hi - lo
         elif is_running is None:
             unrecorded += hi - lo
         else:
             wanted += hi - lo
             if is_running:
                 running += hi - lo
-    return Availability(label, end - start, wanted, running, unrecorded, not_running)
+    return Availability(label, end - start, wanted, running, unrecorded, not_running, not_set_up)
 
 
 # -- reading the database -------------------------------------------------------------------
@@ -266,8 +277,10 @@ def window_line(window: Availability, restarts: int) -> str:
             text += f" (running all but {duration(window.wanted - window.running)} of {wanted} wanted)"
         else:
             text += f" (running {running} of {wanted} wanted)"
-    elif not window.unrecorded and not window.not_running:
+    elif not window.unrecorded and not window.not_running and not window.not_set_up:
         text += " (not wanted)"
+    if window.not_set_up >= 1:
+        text += f", not set up {duration(window.not_set_up)}"
     if window.not_running >= 1:
         text += f", aime-tui not running {duration(window.not_running)}"
     if window.unrecorded >= 1:
