@@ -254,30 +254,58 @@ def test_another_user_can_read_nothing_and_reach_nothing(running, directory_mode
 
 
 @needs_root
-def test_the_server_refuses_a_peer_of_another_uid(running):
-    data = running.data_dir
-    before = running.ask({"cmd": "status"})["services"]
-    # Loosen both the directory and the socket by hand: the peer check still holds.
-    data.chmod(0o711)
-    (data / "aime.sock").chmod(0o666)
+def test_the_server_serves_its_owner_and_root_and_refuses_another_uid(shared_tmp):
+    """As systemd's user manager and tmux do: the owner, and root (who can read its files
+    anyway); anyone else is refused, however the modes were loosened."""
+    found = nobody_python()
+    if found is None:
+        pytest.skip("no Python interpreter that the user nobody may run imports aime_tui here")
+    python, base = found
+    data = shared_tmp / "data"
+    data.mkdir(mode=0o700)
+    os.chown(data, NOBODY, NOBODY)
+    env = {**env_for(shared_tmp, HOME=str(shared_tmp)), "PYTHONPATH": base["PYTHONPATH"]}
+    owner = subprocess.Popen(
+        [python, "-c", "from aime_tui.cli.main import main; raise SystemExit(main())", "--headless",
+         "--data-dir", str(data)], preexec_fn=as_nobody, env=env, stderr=subprocess.PIPE, text=True,
+    )
+    sock = data / "aime.sock"
+    other = 65533  # neither the owner (nobody) nor root
+    ask = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({str(sock)!r})\n"
+        "try: s.sendall(b'{\"cmd\": \"stop\", \"service\": \"scheduler\"}\\n')\n"
+        "except BrokenPipeError: pass  # refused before it could send\n"
+        "print(s.makefile().readline())\n"
+    )
     try:
-        probe = (
-            "import socket\n"
-            "s = socket.socket(socket.AF_UNIX)\n"
-            f"s.connect({str(data / 'aime.sock')!r})\n"
-            "try: s.sendall(b'{\"cmd\": \"stop\", \"service\": \"scheduler\"}\\n')\n"
-            "except BrokenPipeError: pass  # refused before it could send\n"
-            "print(s.makefile().readline())\n"
-        )
-        done = run_as_nobody(["-c", probe])
+        wait_until_sync(lambda: sock.exists() or owner.poll() is not None, timeout=20, what="the socket")
+        assert owner.poll() is None, owner.stderr.read()
+        # Loosen both the directory and the socket by hand: the peer check still holds.
+        data.chmod(0o711)
+        sock.chmod(0o666)
+
+        def as_other() -> None:
+            os.setgroups([])
+            os.setgid(other)
+            os.setuid(other)
+
+        refused = subprocess.run([python, "-c", ask], preexec_fn=as_other, env=env, capture_output=True,
+                                 text=True, timeout=30)
+        assert refused.returncode == 0, refused.stderr
+        assert json.loads(refused.stdout) == {"ok": False, "error": f"refused: uid {other} does not own this instance"}
+        # Root, with no CLI (it sends nothing to a socket that is not root's): served.
+        served = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=30)
+        assert json.loads(served.stdout) == {"ok": True, "service": "scheduler", "wanted": False}, served.stderr
     finally:
-        data.chmod(0o700)
-        (data / "aime.sock").chmod(0o600)
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
-    assert answer == {"ok": False, "error": f"refused: uid {NOBODY} does not own this instance"}
-    after = running.ask({"cmd": "status"})["services"]
-    assert [s["wanted"] for s in after] == [s["wanted"] for s in before]
+        owner.send_signal(signal.SIGTERM)
+        out = owner.communicate(timeout=15)[1]
+    assert owner.returncode == 0, out
+    assert f"refused a connection from uid {other}" in out
+    assert "refused a connection from uid 0" not in out
+    with sqlite3.connect(data / "aime.db") as db:
+        assert db.execute("SELECT is_active FROM service_states WHERE service_name = 'scheduler'").fetchone() == (0,)
 
 
 @needs_root

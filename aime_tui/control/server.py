@@ -4,7 +4,8 @@ Every running instance (dashboard or headless) serves its engine here, speaking 
 protocol of protocol.py: a subscriber hears everything on the engine's event bus, the
 engine's notices included, as an in-process dashboard does. The socket file is created
 mode 0600 in the data directory, and each peer's uid is checked (SO_PEERCRED): only its
-owner may talk to it. Both sides time out, so neither a stuck peer nor a slow command
+owner may talk to it, and root, as systemd's user manager and tmux serve theirs (root can
+read the database and trace the process anyway: refusing it would protect nothing). Both sides time out, so neither a stuck peer nor a slow command
 hangs the other. A malformed request (not JSON, too long, nested too deep) gets an answer
 saying so, and is nobody's error but the sender's. No Textual here.
 """
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from aime_tui.engine import Engine
 
 log = logging.getLogger(__name__)
+#: Served besides the owner (see the module's docstring).
+ROOT = 0
 
 
 # -- server -----------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             uid = peer_uid(writer.get_extra_info("socket"))
-            if uid not in (os.geteuid(), 0):
+            if uid not in (os.geteuid(), ROOT):
                 log.warning("control socket: refused a connection from uid %s", uid)
                 await self._send(writer, {"ok": False, "error": f"refused: uid {uid} does not own this instance"})
                 return
