@@ -521,10 +521,11 @@ class Store:
         Returns where the old files went (None: there were none left). The caller holds
         the write lock.
         """
-        try:
-            ensure_private_dir(self.path.parent)  # deleted whole (rm -rf): made again, private
-        except UnsafeDataDir as exc:
-            raise StoreError(str(exc)) from None
+        if not os.path.isdir(self.path.parent):
+            try:
+                ensure_private_dir(self.path.parent)  # deleted whole (rm -rf): made again, private
+            except UnsafeDataDir as exc:
+                raise StoreError(str(exc)) from None
         old = self._db
         salvage = self.path.with_name(self.path.name + ".salvage")
         salvage.unlink(missing_ok=True)
