@@ -341,22 +341,35 @@ class Engine(EngineHost):
         service.reconfigure(self.config)
         self._started_with[service.name] = settings_of(self.config, service.name)
 
-    async def reload(self) -> list[str]:
-        """Read the config file again now (SIGHUP) and restart the services that are up and
-        whose settings changed; returns their names. A file that does not read is said, and
-        the settings read before are kept."""
+    async def reload(self) -> list[tuple[str, int]]:
+        """Read the config file again now (SIGHUP, `aime-tui reload`), restart the services
+        that are up and whose settings changed, and apply [notify] and [http]; returns the
+        lines it said, with their levels. A file that does not read is said, and the settings
+        read before are kept."""
+        said: list[tuple[str, int]] = []
+        unsubscribe = self.bus.subscribe(
+            lambda event: isinstance(event, LogEvent) and event.text.startswith("reload: ")
+            and said.append((event.text, event.level))
+        )
+        try:
+            await self._reload()
+        finally:
+            unsubscribe()
+        return said
+
+    async def _reload(self) -> None:
         supervisor = self.supervisor
         if supervisor is None:
-            return []
+            return
         path = self.config.config_path
         if self.config.demo:
             self._notice("reload: the demo's settings are its own; nothing to read again")
-            return []
+            return
         try:
             fresh = load_config(config_path=path, data_dir=self.config.data_dir, env=self._env)
         except ConfigError as exc:
             self._notice(f"reload: {exc} (keeping the settings read before)", logging.ERROR)
-            return []
+            return
         self._config_stamp = _stamp(path)
         self.config = fresh
         supervisor.restore_timeout = fresh.restore_timeout
@@ -374,7 +387,6 @@ class Engine(EngineHost):
         await asyncio.gather(
             *(supervisor.restart(name, "reload") for name in changed), self._apply_telling("reload: ")
         )
-        return changed
 
     def _reread_config(self) -> None:
         """Read the config file again if it changed. One that is gone or no longer reads is

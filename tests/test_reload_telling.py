@@ -184,16 +184,23 @@ async def test_sighup_turns_notifications_and_probes_on_moves_and_off(tmp_path, 
     assert (await get(second, "/ready")).status_code == 200
     assert await get(first, "/ready") is None
 
-    # A port someone else holds: one line, and the probes stay where they were.
+    # A port someone else holds: one line, and the probes stay where they were. Asked with
+    # `aime-tui reload` this time (what a dashboard, which has no SIGHUP, is reloaded with).
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        line = await running.reload(
-            config, settings(refused, urls=[webhooks.url("good")], listen=f"127.0.0.1:{busy}"), "unavailable"
+        config.write_text(settings(refused, urls=[webhooks.url("good")], listen=f"127.0.0.1:{busy}"))
+        done = await asyncio.to_thread(
+            subprocess.run, [str(EXECUTABLE), "reload", "--data-dir", str(running.data_dir)],
+            env={**os.environ, "AIME_CONFIG": str(config)}, capture_output=True, text=True, timeout=30,
         )
-    assert line.endswith(f"reload: http 127.0.0.1:{busy} unavailable: Address already in use;"
-                         f" still serving on 127.0.0.1:{second}")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"http 127.0.0.1:{busy} unavailable: Address already in use; still serving on 127.0.0.1:{second}"
+    )
+    assert done.stdout.splitlines()[0].startswith(f"read {config} again;")
+    assert running.said(f"reload: http 127.0.0.1:{busy} unavailable")
     assert (await get(second, "/ready")).status_code == 200
 
     # The same port on another address (0.0.0.0:P would clash with 127.0.0.1:P): the old

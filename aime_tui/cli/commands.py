@@ -232,6 +232,16 @@ def cmd_wake(args, config: Config) -> int:
     return _live_only(config, "wake", live)
 
 
+def cmd_reload(args, config: Config) -> int:
+    def live() -> int:
+        answer = _ask(config, {"cmd": "reload"}, timeout=WAKE_CLIENT_TIMEOUT)  # restarts run under it
+        for line in answer["lines"]:
+            print(line.removeprefix("reload: "))
+        return EXIT_FAILED if answer["failed"] else EXIT_OK
+
+    return _live_only(config, "reload", live)
+
+
 SHUTDOWN_WAIT = 10.0
 
 
@@ -441,6 +451,7 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "restart": cmd_restart,
     "mode": cmd_mode,
     "wake": cmd_wake,
+    "reload": cmd_reload,
     "shutdown": cmd_shutdown,
     "health": cmd_health,
     "history": cmd_history,

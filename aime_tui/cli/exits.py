@@ -38,6 +38,7 @@ COMMAND_EXIT_CODES: dict[str, dict[int, str]] = {
     "mode": {0: "saved (and applied, when an instance runs)", 1: "refused: the change could not be saved",
              2: "bad usage: unknown mode, bad arguments, unreadable config", 3: _UNANSWERED},
     "wake": {0: "recovered; the summary is printed", 1: "no instance runs, or it refused", 2: _USAGE, 3: _UNANSWERED},
+    "reload": {0: "read again and applied; what changed is printed", 1: "no instance runs, the file did not read, or a change could not be applied (printed)", 2: _USAGE, 3: _UNANSWERED},
     "health": {0: "healthy", 1: "degraded (some wanted service is not running)", 2: _USAGE, 3: _UNANSWERED,
                4: "unhealthy (no instance, database unreachable, no wanted service running)"},
     "doctor": {0: "every check passed (warnings allowed)", 1: "a check failed", 2: "bad arguments"},

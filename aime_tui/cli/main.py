@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mode", metavar="MODE", help=" or ".join(moded_service().modes)
     )
     command("wake", "make the running instance recover as after a sleep")
+    command("reload", "make the running instance read its config file again, as SIGHUP does")
     command("shutdown", "stop the running instance and its services (what they want is kept)")
     command("health", "healthy, degraded or unhealthy (the exit code says which)").add_argument(
         "--json", action="store_true", help="machine-readable"

@@ -292,6 +292,12 @@ class ControlServer:
         summary = await asyncio.shield(self._wake)
         return {"summary": summary_to_wire(summary)}
 
+    async def _cmd_reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        # As SIGHUP does: for an instance that cannot be sent one (a dashboard, where it
+        # means the terminal went). Shielded by the caller: it finishes if the client goes.
+        said = await self.engine.reload()
+        return {"lines": [text for text, _ in said], "failed": any(level >= logging.ERROR for _, level in said)}
+
     async def _cmd_shutdown(self, request: dict[str, Any]) -> dict[str, Any]:
         # Answered first; whoever hosts the engine then stops the services and exits.
         self.engine.request_shutdown()
