@@ -31,6 +31,7 @@ class Webhook:
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
+        self.paths: list[str] = []  # where each message was posted
         self.failing = 0  # answer 500 to this many posts
         self.posts = 0
         self.url = ""
@@ -41,6 +42,7 @@ class Webhook:
             self.failing -= 1
             return web.Response(status=500)
         self.messages.append(await request.json())
+        self.paths.append(request.path)
         return web.Response(text="ok")
 
     def bodies(self) -> list[str]:
@@ -52,6 +54,7 @@ async def webhook():
     hook = Webhook()
     app = web.Application()
     app.router.add_post("/hook", hook.handle)
+    app.router.add_post("/other", hook.handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -156,6 +159,19 @@ async def test_a_long_backoff_is_told_after_the_delay_and_its_recovery(config, w
     await wait_until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, what="the scheduler back")
     await wait_until(lambda: len(webhook.messages) == 2, what="the recovery")
     assert webhook.bodies()[1].startswith("scheduler recovered: running again after ")
+    await quiet(webhook, notifier)
+
+
+async def test_new_urls_get_the_next_message_and_a_problem_told_before_still_recovers(watched, webhook):
+    supervisor, services, notifier = await watched()
+    await supervisor.restore("launch")
+    services["tracker"].break_now(NeedsAttention("set lastfm.api_key in config.toml"))
+    await wait_until(lambda: webhook.messages, what="the needs-attention message")
+    notifier.retarget([webhook.url.replace("/hook", "/other")], after=30.0)  # a reload
+    await supervisor.retry_now("tracker")
+    await wait_until(lambda: len(webhook.messages) == 2, what="the recovery")
+    assert webhook.paths == ["/hook", "/other"]
+    assert webhook.bodies()[1].startswith("tracker recovered")
     await quiet(webhook, notifier)
 
 
