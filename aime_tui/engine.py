@@ -262,8 +262,6 @@ class Engine(EngineHost):
             self._notice(f"{said}notifications {'; '.join(changes)}")
 
     async def _apply_http(self, said: str) -> None:
-        from aime_tui.control.probes import ProbesLost
-
         wanted = self.config.http
         if self._probes_starting is not None:  # the launch's server, still loading
             await asyncio.wait({self._probes_starting}, timeout=PROBES_START_TIMEOUT)
@@ -280,6 +278,8 @@ class Engine(EngineHost):
             return
         if (wanted.host, wanted.port) == (probes.host, probes.port):
             return
+        from aime_tui.control.probes import ProbesLost  # loaded already: probes are on
+
         before = probes.address
         try:
             await probes.move(wanted.host, wanted.port)

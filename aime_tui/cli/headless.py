@@ -4,8 +4,8 @@ engine with no window, which a dashboard that lost its terminal or detached lead
 Hosts the same engine as the dashboard with no UI, tells systemd how it is doing
 (Type=notify: READY=1 once the launch restoration has finished, STATUS= the summary,
 STOPPING=1). SIGTERM and SIGINT (and `aime-tui shutdown`) stop the services and exit at
-once, even while the launch restoration still runs; SIGHUP reads the config file again
-and restarts the services whose settings changed.
+once, even while the launch restoration still runs; SIGHUP reads the config file again,
+restarts the services whose settings changed and applies [notify] and [http].
 """
 
 from __future__ import annotations
