@@ -522,18 +522,7 @@ def test_the_database_swapped_under_the_instance_loses_nothing_acknowledged(tmp_
     assert not instance.said("Traceback")
 
 
-def test_health_checks_the_file_on_disk(tmp_path):
-    data = tmp_path / "data"
-    instance = Instance(data, env_for(tmp_path))
-    instance.wait_for("Restored")
-    (data / "aime.db").rename(data / "elsewhere.db")
-    health = instance.cli("health")
-    assert "database: database" in health.stdout and "was deleted while in use: moved aside" in health.stdout
-    assert instance.stop() == 0
-    assert set(_saved(data / "aime.db")) == {"tracker", "roon_tracker", "scheduler"}
-
-
-def test_the_data_directory_deleted_whole_is_made_again_with_everything_the_instance_held(tmp_path):
+def test_health_checks_the_file_on_disk_and_a_data_directory_deleted_whole_is_made_again(tmp_path):
     import fcntl
 
     import httpx
@@ -545,17 +534,23 @@ def test_the_data_directory_deleted_whole_is_made_again_with_everything_the_inst
     instance = Instance(data, env_for(tmp_path, AIME_HTTP_LISTEN=f"127.0.0.1:{port}"))
     instance.wait_for("serving /health")
     instance.wait_for("Restored")
+    # The database renamed away: `health` notices, and a fresh one carries on.
+    (data / "aime.db").rename(data / "elsewhere.db")
+    health = instance.cli("health")
+    assert "database: database" in health.stdout and "was deleted while in use: moved aside" in health.stdout
+    assert set(_saved(data / "aime.db")) == {"tracker", "roon_tracker", "scheduler"}
+
+    # The whole directory deleted: made again, with everything the instance held.
     assert instance.cli("stop", "tracker").returncode == 0
     assert instance.cli("mode", "MASSIVE").returncode == 0
     with sqlite3.connect(data / "aime.db") as db:
         plays = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
     assert plays > 0, "the demo's history is stored"
-
     shutil.rmtree(data)
     # Noticed where a replaced database is: here a health check (a write or a wake too).
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
     assert health["database"]["reachable"] is True
-    line = instance.said("was deleted while in use")
+    line = instance.said(f"data directory {data} was deleted while in use")
     assert len(line) == 1, instance.lines[-10:]
     assert line[0].rstrip().endswith(
         f"data directory {data} was deleted while in use: made it again (0700) with a fresh database"
@@ -578,6 +573,8 @@ def test_the_data_directory_deleted_whole_is_made_again_with_everything_the_inst
         "tracker": (False, None), "roon_tracker": (True, None), "scheduler": (True, "MASSIVE"),
     }
     assert instance.stop() == 0
+    with pytest.raises(httpx.TransportError):  # the probes went with the instance
+        httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
     assert _saved(data / "aime.db") == {"tracker": 0, "roon_tracker": 1, "scheduler": 1}
     with sqlite3.connect(data / "aime.db") as db:
         assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] >= plays, "the history carried over"

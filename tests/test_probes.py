@@ -36,9 +36,9 @@ def metrics(text: str) -> dict[tuple[str, tuple], float]:
 @pytest.fixture
 async def demo(config):
     port = free_port()
-    # Jitter pinned high: Roon's retry comes 4.5 s after its failure, time enough to see
+    # Jitter pinned: Roon's retry comes 2 s after its failure, time enough to see
     # the failure over HTTP before it recovers.
-    engine = Engine(config.with_overrides(demo=True, demo_faults=True, http=HttpConfig("127.0.0.1", port)), rng=lambda: 0.9)
+    engine = Engine(config.with_overrides(demo=True, demo_faults=True, http=HttpConfig("127.0.0.1", port)), rng=lambda: 0.4)
     supervisor = await engine.open()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         yield engine, supervisor, http
@@ -173,37 +173,6 @@ async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         ready = await wait_until(lambda: answers(http, "/ready"), what="the probe server listening")
         assert ready.status_code == 200
-
-
-def test_a_headless_instance_serves_the_probes_until_sigterm(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from waits import wait_until_sync
-
-    port = free_port()
-    env = {**os.environ, "AIME_HTTP_LISTEN": f"127.0.0.1:{port}", "AIME_DEMO_FAULTS": "0"}
-    argv = [str(Path(sys.executable).parent / "aime-tui"), "--headless", "--demo", "--data-dir", str(tmp_path / "data"),
-            "--config", str(tmp_path / "none.toml")]
-    process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-    try:
-        def ready():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until_sync(ready, timeout=20, what="/ready from the headless instance")
-        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-        assert health.status_code == 200 and health.json()["status"] == "healthy"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
 
 
 async def test_closing_while_the_server_still_loads_leaves_the_port_free(config):
