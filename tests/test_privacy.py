@@ -582,6 +582,19 @@ def test_health_checks_the_file_on_disk_and_a_data_directory_deleted_whole_is_ma
     assert not instance.said("Traceback")
 
 
+async def test_a_closed_store_never_makes_a_deleted_directory_again(tmp_path):
+    from aime_tui.store.database import StoreError
+
+    data = tmp_path / "scratch"
+    store = await Store.open(data / "aime.db")
+    await store.close()
+    shutil.rmtree(data)  # its owner cleans up; a late write from a stopping task follows
+    with pytest.raises(StoreError, match="is closed"):
+        await store.set_desired("tracker", True, "user")
+    assert not data.exists()
+    assert not [t for t in threading.enumerate() if t.name != "MainThread" and "aiosqlite" in repr(t.run)]
+
+
 # -- a full disk --------------------------------------------------------------------------
 
 

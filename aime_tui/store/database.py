@@ -591,6 +591,9 @@ class Store:
 
     async def close(self) -> None:
         db, self._db = self._db, None
+        # Closed, nothing is checked or recovered: a late write must not make the data
+        # directory again after whoever owned it removed it.
+        self._identity = self._wal_identity = None
         if db is not None:
             await db.close()
 
