@@ -129,13 +129,19 @@ async def test_time_not_set_up_is_counted_apart_not_as_downtime(store):
     )
     assert [row.to_state for row in item.failures] == ["backoff"], "not set up is no failure"
 
-    # Never set up at all: nothing to rate, and said so rather than "not wanted".
+    # Never set up at all: nothing to rate, and said so rather than "not wanted"; the
+    # start that found the setting missing is part of that time, not downtime.
     await at(store, NOW - 5 * HOUR, "roon_tracker", "stopped", "starting", "launch")
-    await at(store, NOW - 5 * HOUR, "roon_tracker", "starting", "not set up", "error")
+    await at(store, NOW - 5 * HOUR + 0.2, "roon_tracker", "starting", "not set up", "error")
+    await at(store, NOW - 3 * HOUR, "roon_tracker", "not set up", "stopping", "shutdown")  # a quit
+    await at(store, NOW - 3 * HOUR + 0.2, "roon_tracker", "stopping", "stopped", "shutdown")
+    await at(store, NOW - 2 * HOUR, "roon_tracker", "stopped", "starting", "launch")
+    await at(store, NOW - 2 * HOUR + 0.2, "roon_tracker", "starting", "not set up", "error")
     windows, item = load(store, "roon_tracker")
     day = windows["24 h"]
-    assert (day.not_set_up, day.wanted, day.share) == (5 * HOUR, 0, None)
-    assert history.window_line(day, 0) == "last 24 h: available –, not set up 5 h, 0 restarts"
+    assert (day.wanted, day.share) == (0, None), "its starts and its stop for the quit are not downtime"
+    assert day.not_set_up == pytest.approx(4 * HOUR + 0.2) and day.not_running == pytest.approx(HOUR - 0.2)
+    assert history.window_line(day, 0) == "last 24 h: available –, not set up 4 h, aime-tui not running 1 h, 0 restarts"
 
 
 def test_rounded_durations_never_contradict_the_percentage():

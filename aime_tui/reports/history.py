@@ -131,7 +131,11 @@ def availability(
         if row.to_state == RunState.STOPPED.value and row.reason == SHUTDOWN:
             changes.append([row.at, OFF])  # a clean quit: aime-tui is away until the next launch
         elif row.to_state == NOT_SET_UP:
+            if row.from_state == RunState.STARTING.value and changes[-1][1] is False:
+                changes[-1][1] = NOT_SET_UP  # the start that found the setting missing
             changes.append([row.at, NOT_SET_UP])
+        elif row.from_state == NOT_SET_UP and row.to_state == RunState.STOPPING.value:
+            changes.append([row.at, NOT_SET_UP])  # a stop of one that never ran: still not set up
         else:
             changes.append([row.at, row.to_state == RunState.RUNNING.value])
         state = row.to_state
