@@ -266,3 +266,29 @@ async def test_the_file_read_again_before_a_start_applies_http_too(tmp_path, cle
     await supervisor.start("tracker")
     ready = await wait_until(lambda: get(port, "/ready"), timeout=10, what="the probes listening")
     assert ready.status_code == 200, "the launch restoration is over: ready at once"
+
+
+async def test_a_move_on_the_same_port_that_fails_takes_the_old_address_back(tmp_path, cleanup):
+    """On one port the old listener closes first; if the new address is taken, the old one
+    is bound again and said to be kept."""
+    from aime_tui.config import load_config
+    from scripted import scripted_engine
+
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    engine, _ = scripted_engine(load_config(config_path=config, data_dir=tmp_path / "data", env={}), engine={"env": {}})
+    supervisor = await engine.open()
+    cleanup.push_async_callback(engine.close)
+    await supervisor.restore("launch")
+    await wait_until(lambda: get(port, "/ready"), timeout=10, what="the probes listening")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.2", port))
+        taken.listen()
+        config.write_text(f'[http]\nlisten = "127.0.0.2:{port}"\n')
+        said = await engine.reload()
+    assert said[-1] == (
+        f"reload: http 127.0.0.2:{port} unavailable: Address already in use; still serving on 127.0.0.1:{port}", 40
+    )
+    assert (await get(port, "/ready")).status_code == 200
+    assert engine.probes is not None and engine.probes.address == f"127.0.0.1:{port}"
