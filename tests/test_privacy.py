@@ -550,13 +550,16 @@ def test_health_checks_the_file_on_disk_and_a_data_directory_deleted_whole_is_ma
     # Noticed where a replaced database is: here a health check (a write or a wake too).
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
     assert health["database"]["reachable"] is True
+    instance.wait_for(f"data directory {data} was deleted while in use")
     line = instance.said(f"data directory {data} was deleted while in use")
     assert len(line) == 1, instance.lines[-10:]
     assert line[0].rstrip().endswith(
         f"data directory {data} was deleted while in use: made it again (0700) with a fresh database"
         " holding what the instance held; made aime.log, aime.lock, aime.sock again"
     )
-    assert health["database"]["recovered"] in line[0]
+    # Said by the health check that recovered, unless a write of the demo's got there first.
+    recovered = health["database"]["recovered"]
+    assert recovered is None or recovered in line[0]
     wait_until_sync(lambda: (data / "aime.sock").exists(), what="the control socket listening again")
     assert mode(data) == 0o700
     for name in ("aime.db", "aime.log", "aime.lock", "aime.sock"):
