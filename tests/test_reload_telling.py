@@ -86,7 +86,8 @@ class Instance:
             [str(EXECUTABLE), "--headless", "--data-dir", str(self.data_dir)],
             env=env, stderr=subprocess.PIPE, text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for line in self.process.stderr:
@@ -239,6 +240,7 @@ async def test_what_waits_to_be_told_is_sent_at_sigterm_and_what_cannot_be_is_sa
     assert await asyncio.to_thread(running.process.wait, 10) == 0
     took = time.monotonic() - began
     assert took < 2.0, f"exited {took:.2f} s after SIGTERM"
+    running.reader.join(5)  # every line it wrote read
     assert len(webhooks.messages["good"]) == 2, "sent at once, without waiting out the spacing"
     assert webhooks.messages["good"][1].startswith("Restoration after wake: 1 of 1 services failed")
     unsent = running.said("notification not sent before closing")
