@@ -73,17 +73,22 @@ class RestoreSummary:
     #: Wanted services missing a setting, with what to set: counted apart, not as failures.
     not_set_up: dict[str, str] = field(default_factory=dict)
 
-    def line(self, views: Iterable[ServiceView] = (), now: float | None = None) -> str:
+    def line(
+        self, views: Iterable[ServiceView] = (), now: float | None = None, *, recovered_reasons: bool = True
+    ) -> str:
         """The summary; given the services as they are `now`, it also says which failed
-        services have recovered since, and when."""
+        services have recovered since, and when (without what went wrong with them, if not
+        `recovered_reasons`: the dashboard's short form, its log keeping the full one)."""
         counts = f"Restored {len(self.succeeded)} succeeded, {len(self.failed)} failed"
         if self.not_set_up:
             counts += f", {len(self.not_set_up)} not set up"
         text = f"{counts} in {self.elapsed:.2f} s"
+        recovered = self.recovered(views, now)
         reasons = {**self.failed, **self.not_set_up}
+        if not recovered_reasons:
+            reasons = {name: why for name, why in reasons.items() if name not in recovered}
         if reasons:
             text += " — " + "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        recovered = self.recovered(views, now)
         if recovered:
             text += " (" + ", ".join(f"{name} recovered {clock(at)}" for name, at in recovered.items()) + ")"
         return text

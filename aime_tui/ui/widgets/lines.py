@@ -67,5 +67,5 @@ class SummaryLine(WrappedLine):
 
     def show(self, summary: RestoreSummary, views: Iterable[ServiceView] = (), now: float | None = None) -> None:
         views = list(views)
-        line = summary.line(views, now)
+        line = summary.line(views, now, recovered_reasons=False)  # what went wrong: in the log
         self.show_text(Text.assemble((f"{clock(summary.at)} ", "dim"), (line, summary_style(summary, views))))

@@ -102,7 +102,7 @@ class LogView(RichLog):
             self._sized = bool(width)
             self._wrapped_at = width
         elif width != self._wrapped_at and self._entries:
-            self._rewrap(width)
+            self._rewrap(width, following)
         elif following and height and not self.is_vertical_scroll_end:
             self.scroll_end(animate=False, immediate=True)
 
@@ -113,8 +113,9 @@ class LogView(RichLog):
             return True
         return self.scroll_y >= self.virtual_size.height - self._height_seen - 1
 
-    def _rewrap(self, width: int) -> None:
-        following = self.is_vertical_scroll_end
+    def _rewrap(self, width: int, following: bool) -> None:
+        """Wrap every line again at `width`: a reader who was at the tail (as of the size
+        before this resize: the pane may be shorter now) stays at it."""
         share = self.scroll_y / self.max_scroll_y if self.max_scroll_y else 1.0
         self._wrapped_at = width
         self.clear()
