@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sqlite3
 
@@ -225,6 +226,8 @@ def test_scheduler_detail_shows_backfill_progress():
     assert detail_text(view) == (
         "scheduler running · backfill 120/250 pages, 24,000 of 50,000 plays, ETA 4 min"
     )
+    stopped = dataclasses.replace(view, state=RunState.STOPPED, wanted=False)
+    assert detail_text(stopped) == "scheduler stopped · backfill paused at 120/250 pages, 24,000 of 50,000 plays"
 
 
 def test_durations_read_as_people_say_them():

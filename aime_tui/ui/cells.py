@@ -88,10 +88,12 @@ def detail_text(view: ServiceView, now: float | None = None) -> str:
                 facts.append("backfill complete")
             elif status.get("total_pages"):
                 eta = status.get("eta")
-                progress = f"backfill {status.get('pages_done', 0)}/{status['total_pages']} pages"
+                # Stopped, the backfill waits where it is: no ETA to count down.
+                paused = " paused at" if view.state is not RunState.RUNNING else ""
+                progress = f"backfill{paused} {status.get('pages_done', 0)}/{status['total_pages']} pages"
                 if status.get("backfill_total"):
                     progress += f", {status.get('backfill_plays', 0):,} of {status['backfill_total']:,} plays"
-                if eta is not None:
+                if eta is not None and not paused:
                     progress += f", ETA {duration(eta)}"
                 facts.append(progress)
         if status.get("catchup_every"):
