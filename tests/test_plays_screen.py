@@ -89,6 +89,13 @@ async def test_the_plays_screen_lists_charts_and_searches_the_history(app):
         expected_rows = sql(app, "SELECT title FROM plays WHERE artist = 'Björk' ORDER BY played_at DESC, id DESC LIMIT 100")
         await wait_until(lambda: titles(screen) == [title for (title,) in expected_rows], timeout=5, what="Björk's plays")
         assert {screen.table.get_row_at(i)[2] for i in range(screen.table.row_count)} == {"Björk"}
+        detail = screen.query_one("#plays-detail")
+        await wait_until(lambda: str(detail.render()).startswith("Björk – "), timeout=5, what="the play in full")
+
+        await pilot.press(*"zzqx")  # matches nothing: no play is described any more
+        await wait_until(lambda: screen._search == "bjorkzzqx" and screen.table.row_count == 0, timeout=5,
+                         what="an empty result")
+        await wait_until(lambda: str(detail.render()) == "", timeout=5, what="the line under the list cleared")
 
         await pilot.press("escape")  # clears the search
         await wait_until(lambda: titles(screen) == [title for (title,) in newest], timeout=5, what="the whole list again")

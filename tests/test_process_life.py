@@ -114,8 +114,9 @@ def test_a_new_dashboard_attaches_q_detaches_and_shutdown_stops(instance):
     again.keys("x")  # acts on the instance: tracker wanted off, saved there
     again.wait_for("tracker wanted off (saved)")
     again.keys("q")
-    again.wait_for("EXITED 0")
+    left = again.wait_for("EXITED 0")
     assert running(pid), "q in an attached dashboard leaves the instance running"
+    assert f"detached; the instance (pid {pid}) and its services keep running" in left, left
 
     stopped = cli("shutdown", "--data-dir", str(data_dir), env=env)
     assert stopped.returncode == 0, stopped.stderr

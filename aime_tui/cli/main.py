@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         lock = InstanceLock(config.lock_path).acquire()
     except AlreadyRunning as exc:
         if not args.headless and _answers(config):
-            return run_attached(config)
+            return run_attached(config, come_back=_come_back(args))
         return fail(str(exc), EXIT_FAILED)
     except OSError as exc:
         return fail(_cannot_use(exc, config))
@@ -241,7 +241,7 @@ def _answers(config: Config) -> bool:
     return True
 
 
-def run_attached(config: Config) -> int:
+def run_attached(config: Config, *, come_back: str = "") -> int:
     """The dashboard of an instance already running here; `q` and `d` leave it running."""
     from aime_tui.control.remote import RemoteEngine
     from aime_tui.ui.app import AttachedApp
@@ -249,4 +249,10 @@ def run_attached(config: Config) -> int:
     engine = RemoteEngine(config)
     app = AttachedApp(engine, subtitle=engine.subtitle)
     app.run()
+    if app.detached and not app.return_code:
+        # Said as `d` says it in the instance's own window: nothing stopped.
+        pid = getattr(app.supervisor, "pid", None)
+        pid = f" (pid {pid})" if pid else ""
+        print(f"aime-tui: detached; the instance{pid} and its services keep running.\n"
+              f"  `aime-tui{come_back}` shows them again, `aime-tui shutdown{come_back}` stops them.")
     return app.return_code or 0

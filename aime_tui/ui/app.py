@@ -536,7 +536,11 @@ class AttachedApp(AimeApp):
         Binding("q", "detach", "detach", tooltip="Close the window; the instance and its services keep running"),
     ]
 
+    #: Closed by q or d (not by a shutdown, nor a failure to attach).
+    detached = False
+
     def action_detach(self) -> None:
+        self.detached = True
         self.exit()  # closing a remote engine detaches from it
 
     async def action_shutdown(self) -> None:

@@ -312,7 +312,13 @@ class PlaysScreen(Screen):
         if rows:
             self._last = (rows[-1].played_at, rows[-1].id)
         self._exhausted = len(rows) < PAGE
+        if replace:  # a new list (a search that matches nothing, too): the line follows the cursor
+            cursor = self.table.cursor_row
+            self._show_detail(self._rows[cursor] if 0 <= cursor < len(self._rows) else None)
         self._show_title()
+
+    def _show_detail(self, row: PlayRow | None) -> None:
+        self.query_one("#plays-detail", Label).update(Text(play_detail(row, self._cores)) if row else "")
 
     def _show_overview(self, overview: Overview) -> None:
         self._overview = overview
@@ -347,7 +353,7 @@ class PlaysScreen(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         row = self._by_key.get(event.row_key.value) if event.row_key is not None else None
-        self.query_one("#plays-detail", Label).update(Text(play_detail(row, self._cores)) if row else "")
+        self._show_detail(row)
         if event.cursor_row >= self.table.row_count - PREFETCH:
             self.run_worker(self._more(), name="plays-more", group="plays-more")
 
