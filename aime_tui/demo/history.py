@@ -2,8 +2,9 @@
 
 Artists, albums and tracks drawn with a long-tailed popularity (a few artists get most of
 the plays, as in a real history), spread over `days` up to `end`, from both sources.
-Written through the store's own schema (opened once by `Store`, so every migration,
-index and trigger is there), then in large transactions on a plain connection.
+Written through the store's own schema (opened by `Store`, so every migration, index
+and trigger is there), then in large transactions on a plain connection; opening the
+store again afterwards indexes them for search.
 Deterministic for a given seed.
 """
 
@@ -91,11 +92,11 @@ def generate_plays(
 def write_history(path: Path, plays: Iterator[Play]) -> int:
     """Store `plays` in the database at `path` (created and migrated if need be); returns how many were new."""
 
-    async def migrate() -> None:
+    async def open_once() -> None:
         store = await Store.open(path)
         await store.close()
 
-    asyncio.run(migrate())
+    asyncio.run(open_once())
     db = sqlite3.connect(path, isolation_level=None)
     added = 0
     try:
@@ -123,4 +124,5 @@ def write_history(path: Path, plays: Iterator[Play]) -> int:
             added += flush()
     finally:
         db.close()
+    asyncio.run(open_once())  # the store's open indexes them for search
     return added
