@@ -22,7 +22,7 @@ from aime_tui.demo.history import generate_plays, write_history
 from aime_tui.reports import stats
 from aime_tui.reports.export import export, listen, parse_moment
 from aime_tui.store import queries
-from aime_tui.store.database import MIGRATIONS, Play, Store
+from aime_tui.store.database import MIGRATIONS, Play, Store, normalise
 from aime_tui.store.queries import connect_read_only
 
 # 2026-11-23 19:24:17 UTC; conftest pins TZ=UTC, so local midnights are UTC ones.
@@ -296,6 +296,30 @@ def test_stats_agree_with_plain_sql(history):
     db = connect_read_only(history)
     assert stats.compute(db, "all", now=NOW).plays == everything
     db.close()
+
+
+def test_stats_over_the_whole_history_agree_with_plain_sql(history):
+    db = connect_read_only(history)
+    report = stats.compute(db, "all", now=NOW)
+    db.close()
+    plain = sqlite3.connect(history)
+    assert report.per_source == dict(plain.execute("SELECT source, COUNT(*) FROM plays GROUP BY source"))
+    first = datetime.fromtimestamp(plain.execute("SELECT MIN(played_at) FROM plays").fetchone()[0]).date()
+    days = [row for row in report.per_day if row[1]]
+    assert report.per_day[0][0] == first.isoformat() and len(days) > 60
+    for day, plays in days[::7]:
+        since = datetime.fromisoformat(day).timestamp()
+        assert plays == plain.execute("SELECT COUNT(*) FROM plays WHERE played_at >= ? AND played_at < ?",
+                                      (since, since + 86400)).fetchone()[0]
+    for ranked, keys, where in ((report.top_artists, "artist_key", ""),
+                                (report.top_tracks, "artist_key, title_key", ""),
+                                (report.top_albums, "artist_key, album", "WHERE album != ''")):
+        expected = plain.execute(
+            f"SELECT COUNT(*) c, max(artist) FROM plays {where} GROUP BY {keys} ORDER BY c DESC, {keys} LIMIT 10"
+        ).fetchall()
+        assert [(item.plays, normalise(item.artist)) for item in ranked] == [
+            (count, normalise(artist)) for count, artist in expected]
+    plain.close()
 
 
 def test_stats_command_prints_a_chart_and_json(history):

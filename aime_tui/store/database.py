@@ -238,6 +238,12 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE new.id <= (SELECT up_to FROM search_indexed);
     END;
     """,
+    # 7: the top albums over the whole history read one index, not every row: the
+    # artist/title index gains the album (and so replaces the one without it).
+    """
+    CREATE INDEX IF NOT EXISTS plays_by_track ON plays (artist_key, title_key, album);
+    DROP INDEX IF EXISTS plays_by_artist;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Plays the search index may lag behind by: past this many, a write indexes them in its

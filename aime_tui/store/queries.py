@@ -10,7 +10,6 @@ yet they still answer, more slowly, and the columns it lacks read as NULL.
 
 from __future__ import annotations
 
-import bisect
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -213,7 +212,16 @@ def totals_by_source(db: sqlite3.Connection) -> dict[str, int]:
 
 def per_source(db: sqlite3.Connection, *, since: float | None, until: float | None) -> dict[str, int]:
     where, args = _range(since, until, None)
-    return dict(db.execute(f"SELECT source, COUNT(*) FROM plays{where} GROUP BY source ORDER BY source", args).fetchall())
+    if not _has(db, "play_totals") or not _has(db, "plays_by_source_time"):
+        return dict(db.execute(f"SELECT source, COUNT(*) FROM plays{where} GROUP BY source ORDER BY source", args).fetchall())
+    # Per source, a count of its range of the (source, time) index: no row is read.
+    counted = {}
+    for (source,) in db.execute("SELECT source FROM play_totals WHERE plays > 0 ORDER BY source").fetchall():
+        where, args = _range(since, until, source)
+        (plays,) = db.execute(f"SELECT COUNT(*) FROM plays INDEXED BY plays_by_source_time{where}", args).fetchone()
+        if plays:
+            counted[source] = plays
+    return counted
 
 
 def day_starts(first: date, days: int) -> list[float]:
@@ -225,14 +233,13 @@ def day_starts(first: date, days: int) -> list[float]:
 def per_day(db: sqlite3.Connection, first: date, days: int) -> list[tuple[date, int]]:
     """Plays on each local day from `first`, `days` of them (zeros included)."""
     bounds = day_starts(first, days)
-    counts = [0] * days
-    # One range scan of the time index; each play falls into its day by a binary search
-    # over the midnights, which holds across clock changes.
-    for (played_at,) in db.execute(
-        "SELECT played_at FROM plays WHERE played_at >= ? AND played_at < ?", (bounds[0], bounds[-1])
-    ):
-        counts[bisect.bisect_right(bounds, played_at) - 1] += 1
-    return [(first + timedelta(days=offset), counts[offset]) for offset in range(days)]
+    # A count of each day's range of the time index (midnight to midnight, which holds
+    # across clock changes): SQLite steps through the index, no play reaches Python.
+    count = "SELECT COUNT(*) FROM plays WHERE played_at >= ? AND played_at < ?"
+    return [
+        (first + timedelta(days=offset), db.execute(count, (bounds[offset], bounds[offset + 1])).fetchone()[0])
+        for offset in range(days)
+    ]
 
 
 @dataclass(frozen=True)
@@ -257,15 +264,23 @@ def top(
 
     Grouped by the normalised keys (two spellings of one artist are one artist), shown
     as one of the group's plays spells it. Over the whole history the grouping reads the
-    artist/title index alone; over a period, the time index's range.
+    artist/title/album index alone; over a period, the time index's range.
     """
     keys, shown = _KINDS[kind]
     where, args = _range(since, until, None)
     if kind == "albums":
         where += (" AND " if where else " WHERE ") + "album != ''"
-    index = " INDEXED BY plays_by_time" if since is not None or until is not None else ""
+    ranged = since is not None or until is not None
+    if kind == "albums" and not ranged and _has(db, "plays_by_track"):
+        # Counted per track and album first, in the order of the (artist, title, album)
+        # index, no sort; then the few thousand tracks summed into their albums.
+        counted = (f"SELECT artist_key, album, COUNT(*) AS plays FROM plays INDEXED BY plays_by_track{where}"
+                   " GROUP BY artist_key, title_key, album")
+        source, total = f"({counted})", "SUM(plays)"
+    else:
+        source, total = "plays" + (" INDEXED BY plays_by_time" if ranged else "") + where, "COUNT(*)"
     grouped = db.execute(
-        f"SELECT {keys}, COUNT(*) AS plays FROM plays{index}{where}"
+        f"SELECT {keys}, {total} AS plays FROM {source}"
         f" GROUP BY {keys} ORDER BY plays DESC, {keys} LIMIT ?",
         (*args, limit),
     ).fetchall()
