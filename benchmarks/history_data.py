@@ -42,15 +42,21 @@ peak = before
 began = time.perf_counter()
 if mode == "export":
     class Sampling:
+        """The file as export_to_file opens it (text, its bytes beneath), sampling RSS."""
         def __init__(self, handle):
             self.handle, self.writes = handle, 0
-        def write(self, text):
+        def write(self, data):
             global peak
             self.writes += 1
             if self.writes % 50 == 0:
                 peak = max(peak, rss_mb())
-            return self.handle.write(text)
-    with open(out, "w", encoding="utf-8") as handle:
+            return self.handle.write(data)
+        def flush(self):
+            self.handle.flush()
+        @property
+        def buffer(self):
+            return Sampling(self.handle.buffer)
+    with open(out, "w", encoding="utf-8", newline="") as handle:
         count = export(db, Sampling(handle), fmt="ndjson")
 else:
     connection = connect_read_only(db)

@@ -20,7 +20,7 @@ import pytest
 from aime_tui.clients.lastfm import parse_recent_tracks
 from aime_tui.demo.history import generate_plays, write_history
 from aime_tui.reports import stats
-from aime_tui.reports.export import export, listen, parse_moment
+from aime_tui.reports.export import export, export_to_file, listen, parse_moment
 from aime_tui.store import queries
 from aime_tui.store.database import MIGRATIONS, Play, Store, normalise
 from aime_tui.store.queries import connect_read_only
@@ -153,9 +153,12 @@ def _expected(row: tuple) -> dict:
     }
 
 
-def test_ndjson_reads_back_row_for_row(history):
-    lines = exported(history, "ndjson").splitlines()
-    assert [json.loads(line) for line in lines] == [_expected(row) for row in sql_rows(history)]
+def test_ndjson_reads_back_row_for_row(history, tmp_path):
+    text = exported(history, "ndjson")
+    assert [json.loads(line) for line in text.splitlines()] == [_expected(row) for row in sql_rows(history)]
+    # Into a file the lines go as SQLite's bytes, past the text layer: the same text.
+    assert export_to_file(history, tmp_path / "plays.ndjson", fmt="ndjson") == len(text.splitlines())
+    assert (tmp_path / "plays.ndjson").read_text(encoding="utf-8") == text
 
 
 def test_csv_reads_back_row_for_row_with_commas_quotes_newlines_and_non_ascii(history):

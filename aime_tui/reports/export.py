@@ -63,11 +63,19 @@ def write_csv(chunks: Iterable[list[tuple]], out: IO[str]) -> int:
     return count
 
 
-def write_ndjson(chunks: Iterable[list[str]], out: IO[str]) -> int:
+def write_ndjson(chunks: Iterable[list[bytes]], out: IO[str]) -> int:
+    """JSON lines as SQLite made them (UTF-8), straight to the bytes under `out` when it
+    has them (a file, stdout): no decoding and encoding back of every line."""
+    binary = getattr(out, "buffer", None)
+    if binary is not None:
+        out.flush()  # whatever was written as text goes first
+        write = binary.write
+    else:
+        write = lambda data: out.write(data.decode("utf-8"))  # noqa: E731 (a StringIO)
     count = 0
     for lines in chunks:
-        out.write("\n".join(lines))
-        out.write("\n")
+        write(b"\n".join(lines))
+        write(b"\n")
         count += len(lines)
     return count
 
