@@ -42,7 +42,7 @@ peak = before
 began = time.perf_counter()
 if mode == "export":
     class Sampling:
-        """The file as export_to_file opens it (text, its bytes beneath), sampling RSS."""
+        # The file as export_to_file opens it (text, its bytes beneath), sampling RSS.
         def __init__(self, handle):
             self.handle, self.writes = handle, 0
         def write(self, data):
