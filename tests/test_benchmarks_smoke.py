@@ -64,6 +64,7 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path):
     assert soak["extra"]["acknowledged"] > soak["extra"]["kills"]
     for name, figure in by_name.items():
         if figure["unit"] == "MB":
-            assert 5 < figure["value"]["max"] < 2000, name
+            # A process's RSS is more than 5 MB; a growth (the export's) may be less.
+            assert (0 if "growth" in name else 5) < figure["value"]["max"] < 2000, name
         if figure["unit"] == "ms" and name.startswith("loop lag"):
             assert figure["value"]["median"] < 1000, name
