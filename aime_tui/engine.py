@@ -11,7 +11,9 @@ Notifications ([notify]) and the HTTP probes ([http]) follow the config file: a 
 URLs, or moves the probes to the new address, each change said in one line.
 
 A data directory deleted whole while running (rm -rf) is noticed where a replaced
-database is (a write, a wake, a health check): the store makes it again with a fresh
+database is (a write, a wake, a health check, and a look every FILE_CHECK_EVERY seconds,
+so that an idle instance takes its lock again before a second launch could start beside
+it): the store makes it again with a fresh
 database holding what the instance held, and the engine makes the rest again (the log
 file, the instance lock, the control socket), all said in one line.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -51,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: How long closing waits for the HTTP probes to finish loading (then closes them).
 PROBES_START_TIMEOUT = 5.0
+#: Seconds between looks at the data directory's files (two stat calls) while running.
+FILE_CHECK_EVERY = 30.0
 
 
 class Engine(EngineHost):
@@ -63,8 +68,10 @@ class Engine(EngineHost):
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         env: Mapping[str, str] | None = None,
+        file_check_every: float = FILE_CHECK_EVERY,
     ) -> None:
         self.config = config
+        self._file_check_every = file_check_every
         #: The environment the config was read with, to read it again the same way.
         self._env = os.environ if env is None else env
         self._config_stamp = _stamp(config.config_path)
@@ -437,8 +444,24 @@ class Engine(EngineHost):
         self._background = [
             asyncio.create_task(supervisor.run_heartbeat(), name="heartbeat"),
             asyncio.create_task(detector.run(), name="wake-detector"),
+            asyncio.create_task(self._watch_files(), name="file-watch"),
         ]
         return await supervisor.restore("launch")
+
+    async def _watch_files(self) -> None:
+        """Check the files on disk are the ones open (identity only: quick_check is the
+        health check's), recovering as a write would; a failure is said once."""
+        said = None
+        while self.store is not None:
+            await asyncio.sleep(self._file_check_every)
+            try:
+                await self.store.verify(quick_check_within=math.inf)
+            except StoreError as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    self._notice(said, logging.ERROR)
+            else:
+                said = None
 
     async def simulate_slow_wake(self, unreachable: float = 5.0) -> RestoreSummary:
         """Demo: a wake on a slow network; the Roon fake stays unreachable for a while."""

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from waits import wait_until_sync
+from waits import wait_until, wait_until_sync
 
 from aime_tui.control.client import Unreachable, request
 from aime_tui.core.logfile import PrivateLogHandler
@@ -583,6 +583,26 @@ def test_health_checks_the_file_on_disk_and_a_data_directory_deleted_whole_is_ma
         assert db.execute("SELECT COUNT(*) FROM plays").fetchone()[0] >= plays, "the history carried over"
         assert db.execute("SELECT mode FROM service_states WHERE service_name = 'scheduler'").fetchone() == ("MASSIVE",)
     assert not instance.said("Traceback")
+
+
+async def test_an_idle_instance_notices_its_data_directory_deleted_by_itself(config, cleanup):
+    """No write, wake or health check needed: the engine looks at its files now and then,
+    so it takes its lock again before a second launch could start beside it."""
+    from aime_tui.core.model import LogEvent
+    from scripted import scripted_engine
+
+    engine, _ = scripted_engine(config, engine={"file_check_every": 0.05})
+    said = []
+    engine.bus.subscribe(lambda event: isinstance(event, LogEvent) and said.append(event.text))
+    supervisor = await engine.open()
+    cleanup.push_async_callback(engine.close)
+    await engine.launch()
+    await supervisor.stop("scheduler")
+    shutil.rmtree(config.data_dir)
+    await wait_until(lambda: [text for text in said if "was deleted while in use" in text], what="the recovery")
+    assert _saved(config.data_dir / "aime.db")["scheduler"] == 0
+    assert mode(config.data_dir) == 0o700 and (config.data_dir / "aime.lock").exists()
+    await wait_until(lambda: (config.data_dir / "aime.sock").exists(), what="the control socket again")
 
 
 async def test_a_closed_store_never_makes_a_deleted_directory_again(tmp_path):
