@@ -13,9 +13,9 @@ URLs, or moves the probes to the new address, each change said in one line.
 A data directory deleted whole while running (rm -rf) is noticed where a replaced
 database is (a write, a wake, a health check, and a look every FILE_CHECK_EVERY seconds,
 so that an idle instance takes its lock again before a second launch could start beside
-it): the store makes it again with a fresh
-database holding what the instance held, and the engine makes the rest again (the log
-file, the instance lock, the control socket), all said in one line.
+it): the store makes it again with a fresh database holding what the instance held, and
+the engine makes the rest again (the log file, the instance lock, the control socket),
+all said in one line.
 """
 
 from __future__ import annotations
