@@ -8,14 +8,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", "catchup", "roon", "history_data", "lag", "probes", "life", "memory", "kill9")
 
 
-def run_quick(names, tmp_path):
+@pytest.fixture
+def children():
+    """The benchmark processes; any still running when the test ends (it failed) is killed."""
+    started: dict[str, subprocess.Popen] = {}
+    yield started
+    for child in started.values():
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+def run_quick(names, tmp_path, runs):
     """Each benchmark in a process of its own, all at once: most of them wait on timers
     and sockets, so side by side they take as long as the longest, not the sum."""
-    runs = {}
     for name in names:
         (tmp_path / name).mkdir()
         runs[name] = subprocess.Popen(
@@ -34,8 +46,8 @@ def run_quick(names, tmp_path):
     return merged
 
 
-def test_every_benchmark_runs_in_quick_mode(tmp_path):
-    results = run_quick(BENCHMARKS, tmp_path)
+def test_every_benchmark_runs_in_quick_mode(tmp_path, children):
+    results = run_quick(BENCHMARKS, tmp_path, children)
 
     figures = results["figures"]
     assert {figure["benchmark"] for figure in figures} >= set(BENCHMARKS) | {"isolation"}

@@ -158,6 +158,8 @@ async def test_a_long_backoff_is_told_after_the_delay_and_its_recovery(config, w
     ), body
     await quiet(webhook, notifier, 0.4)  # still failing: not told again
     scheduler.failures = []
+    # Between two attempts (one may be starting now): retry_now has a wait to cut short.
+    await wait_until(lambda: supervisor.view("scheduler").state is RunState.BACKOFF, what="the scheduler in backoff")
     await supervisor.retry_now("scheduler")  # rather than wait out the grown backoff
     await wait_until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, what="the scheduler back")
     await wait_until(lambda: len(webhook.messages) == 2, what="the recovery")

@@ -7,9 +7,11 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from waits import wait_until
 
 from aime_tui.store.database import SCHEMA_VERSION, Play, Store, StoreError, normalise
 
@@ -208,6 +210,22 @@ async def test_a_cancelled_writer_cannot_leave_a_transaction_open(store):
     await store.set_cursor("other", "1")
     assert await store.get_setting("k") == "v"
     assert await store.get_cursor("other") == "1"
+
+
+async def test_a_write_after_close_is_refused_and_the_file_left_alone(tmp_path):
+    """A writer that outlived the store (a transition flushed after shutdown timed out)
+    gets a clear error; it must not take the closed file for a deleted one, move the
+    user's database aside and open a fresh one whose thread keeps the process alive."""
+    threads_before = set(threading.enumerate())
+    store = await Store.open(tmp_path / "aime.db")
+    await store.set_cursor("c", "1")
+    await store.close()
+    assert not store.path.with_name("aime.db-wal").exists(), "closing removed the log"
+    with pytest.raises(StoreError, match="closed"):
+        await store.record_transition("tracker", "running", "stopped", "shutdown")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aime.db"]
+    assert read(store.path, "SELECT value FROM cursors WHERE name = 'c'") == [("1",)]
+    await wait_until(lambda: set(threading.enumerate()) <= threads_before, what="no connection thread left")
 
 
 async def test_reopen_keeps_working(store):

@@ -196,6 +196,8 @@ class Supervisor(ServiceControl):
         if self._transition_writer is not None:
             self._transition_queue.put_nowait(None)
             await asyncio.wait({self._transition_writer}, timeout=2.0)
+            # Past the timeout what is left goes unwritten: the store closes next.
+            self._transition_writer.cancel()
             self._transition_writer = None
 
     # -- what the user asks for ----------------------------------------------------
