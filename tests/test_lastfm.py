@@ -295,7 +295,7 @@ async def test_a_dead_server_is_transient():
     await gone.start()
     url = gone.url
     await gone.stop()
-    async with LastfmClient(url, SECRET, USER, timeout=0.5) as lastfm:
+    async with LastfmClient(url, SECRET, USER, timeout=0.5, rate=1000, tries=1) as lastfm:
         failure = await failure_of(lastfm)
     assert classify(failure) is failure
     assert str(failure).startswith("cannot reach Last.fm")
@@ -741,7 +741,8 @@ async def test_an_https_endpoint_is_still_verified(self_signed):
     port = server.sockets[0].getsockname()[1]
     try:
         for _ in range(2):  # a second client reuses the cached context, with the same checks
-            async with LastfmClient(f"https://127.0.0.1:{port}/2.0/", SECRET, USER, timeout=2) as lastfm:
+            # One try, no pacing: a refused certificate is refused the first time.
+            async with LastfmClient(f"https://127.0.0.1:{port}/2.0/", SECRET, USER, timeout=2, rate=1000, tries=1) as lastfm:
                 with pytest.raises(LastfmError) as raised:
                     await lastfm.recent_tracks()
             assert "TLS certificate of 127.0.0.1 not trusted" in str(raised.value)
@@ -839,7 +840,7 @@ async def test_a_server_signed_by_a_ca_the_user_trusts_is_read(fake, private_ca,
     url = f"https://127.0.0.1:{port}{urlsplit(fake.url).path}"
     texts: list[str] = []
     try:
-        async with LastfmClient(url, SECRET, USER, timeout=2) as lastfm:
+        async with LastfmClient(url, SECRET, USER, timeout=2, rate=1000, tries=1) as lastfm:
             refused = await failure_of(lastfm)
         assert "TLS certificate of 127.0.0.1 not trusted" in str(refused)
         assert fake.requests == [], "nothing got past the TLS handshake"
@@ -848,7 +849,7 @@ async def test_a_server_signed_by_a_ca_the_user_trusts_is_read(fake, private_ca,
         fresh_tls.setenv(trust, str(private_ca[trust]))
         # The context is built once per process, so trust is read at launch: start afresh.
         lastfm_api._verified_tls.cache_clear()
-        async with LastfmClient(url, SECRET, USER, timeout=2) as lastfm:
+        async with LastfmClient(url, SECRET, USER, timeout=2, rate=1000) as lastfm:
             page = await lastfm.recent_tracks(limit=5)
             again = await lastfm.recent_tracks(page=2, limit=5)  # over the same verified socket
             fake.inject("error", code=10, message=f"Invalid API key {SECRET}")

@@ -29,7 +29,7 @@ def closed_port() -> int:
 async def test_a_refused_connection_to_lastfm_says_so_and_logs_the_raw_error(caplog):
     caplog.set_level(logging.INFO)
     port = closed_port()
-    async with LastfmClient(f"http://127.0.0.1:{port}/2.0/", SECRET, "rj", timeout=2) as lastfm:
+    async with LastfmClient(f"http://127.0.0.1:{port}/2.0/", SECRET, "rj", timeout=2, rate=1000, tries=1) as lastfm:
         with pytest.raises(LastfmError) as raised:
             await lastfm.recent_tracks()
     assert str(raised.value) == f"cannot reach Last.fm: connection refused by 127.0.0.1:{port}"
@@ -59,7 +59,7 @@ async def test_an_untrusted_certificate_says_so(tmp_path):
     server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with LastfmClient(f"https://127.0.0.1:{port}/2.0/", SECRET, "rj", timeout=2) as lastfm:
+        async with LastfmClient(f"https://127.0.0.1:{port}/2.0/", SECRET, "rj", timeout=2, rate=1000, tries=1) as lastfm:
             with pytest.raises(LastfmError) as raised:
                 await lastfm.recent_tracks()
     finally:

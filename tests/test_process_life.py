@@ -92,7 +92,7 @@ def test_losing_the_terminal_leaves_every_service_running(instance, busy):
     assert holder(data_dir) == pid
     assert stop_within(pid, signal.SIGTERM, 2.0) < 2.0
     assert clean_stop_recorded(data_dir)
-    assert "Traceback" not in log_text(data_dir)
+    assert "Traceback" not in log_text(data_dir), log_text(data_dir)
 
 
 def test_a_new_dashboard_attaches_q_detaches_and_shutdown_stops(instance):
