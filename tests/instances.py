@@ -26,8 +26,8 @@ EXECUTABLE = Path(sys.executable).parent / "aime-tui"
 
 class Fakes:
     """A Last.fm and a Roon Core on loopback, served from a thread. The Roon Core plays
-    4-second tracks back to back in one zone, so a play (half a track heard) is stored
-    every few seconds."""
+    2-second tracks back to back in one zone, so a play (half a track heard) is stored
+    every second and a half."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -45,8 +45,8 @@ class Fakes:
 
     async def _short_tracks(self) -> None:
         for number in range(1, 100_000):
-            self.roon.set_track("Living Room", "The Testers", f"Short Song {number}", "Loopback", 4)
-            await asyncio.sleep(3.0)
+            self.roon.set_track("Living Room", "The Testers", f"Short Song {number}", "Loopback", 2)
+            await asyncio.sleep(1.5)
 
     def stop(self) -> None:
         if self._jukebox is not None:

@@ -68,27 +68,30 @@ def clean_stop_recorded(data_dir) -> bool:
 def test_losing_the_terminal_leaves_every_service_running(instance, busy):
     config, data_dir, terminals = instance
     env = instance_env(config)
-    for round_ in range(2):
-        terminal = Terminal("lost")
-        terminals.append(terminal)
-        terminal.launch(["--data-dir", str(data_dir)], env)
-        terminal.wait_for("Restored 3 succeeded" if round_ == 0 else "attached to the running instance")
-        if round_ == 1:
-            terminal.kill()  # an attached dashboard's terminal goes too: the instance is unmoved
-            continue
-        pid = holder(data_dir)
-        if busy:
-            terminal.keys(*["m"] * 40)  # each mode change is a log line, saved and shown
-        terminal.kill()
-        lost_at = time.monotonic()
-        wait_until_sync(lambda: "running on in the background" in log_text(data_dir), 5, "the detach logged")
-        before = roon_plays(data_dir)
-        wait_until_sync(lambda: roon_plays(data_dir) > before, 15, "a Roon play stored after the terminal went")
-        status = cli("status", "--data-dir", str(data_dir), env=env)
-        assert status.returncode == 0, status.stderr
-        assert f"instance pid {pid}" in status.stdout and status.stdout.count("● running") == 3
-        time.sleep(max(0.0, 5.0 - (time.monotonic() - lost_at)))
-        assert running(pid), "alive 5 s after its terminal went"
+    terminal = Terminal("lost")
+    terminals.append(terminal)
+    terminal.launch(["--data-dir", str(data_dir)], env)
+    terminal.wait_for("Restored 3 succeeded")
+    pid = holder(data_dir)
+    if busy:
+        terminal.keys(*["m"] * 40)  # each mode change is a log line, saved and shown
+    terminal.kill()
+    lost_at = time.monotonic()
+    wait_until_sync(lambda: "running on in the background" in log_text(data_dir), 5, "the detach logged")
+    before = roon_plays(data_dir)
+    wait_until_sync(lambda: roon_plays(data_dir) > before, 15, "a Roon play stored after the terminal went")
+    status = cli("status", "--data-dir", str(data_dir), env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"instance pid {pid}" in status.stdout and status.stdout.count("● running") == 3
+
+    # A dashboard attached since loses its terminal too: the instance is unmoved.
+    attached = Terminal("lost")
+    terminals.append(attached)
+    attached.launch(["--data-dir", str(data_dir)], env)
+    attached.wait_for("attached to the running instance")
+    attached.kill()
+    time.sleep(max(0.0, 5.0 - (time.monotonic() - lost_at)))
+    assert running(pid), "alive 5 s after its terminal went"
     assert holder(data_dir) == pid
     assert stop_within(pid, signal.SIGTERM, 2.0) < 2.0
     assert clean_stop_recorded(data_dir)
