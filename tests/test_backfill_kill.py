@@ -17,6 +17,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from waits import wait_until
 
 from aime_tui.demo.lastfm_fake import FakeLastfm
@@ -70,6 +71,7 @@ async def until_pages_asked(fake: FakeLastfm, child: asyncio.subprocess.Process,
     await wait_until(asked, timeout=STEP_TIMEOUT, what=f"{count} pages asked")
 
 
+@pytest.mark.xdist_group("cpu")  # busy on a core: one such test at a time
 async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(tmp_path):
     # A late play every 20 requests, anywhere in the history, while both runs page.
     fake = FakeLastfm(user="kill", api_key="kill-test-key-0000", plays=PLAYS, newest=NEWEST,

@@ -46,6 +46,7 @@ def run_quick(names, tmp_path, runs):
     return merged
 
 
+@pytest.mark.xdist_group("cpu")  # busy on a core: one such test at a time
 def test_every_benchmark_runs_in_quick_mode(tmp_path, children):
     results = run_quick(BENCHMARKS, tmp_path, children)
 

@@ -396,9 +396,11 @@ async def test_a_half_open_socket_is_noticed_and_the_play_in_progress_carries_ov
     await wait_until(lambda: core.seek_position(ZONE) >= 5, what="5 s of the track")
     began = time.monotonic()
     assert core.half_open() == 1
-    await wait_until(lambda: faults, timeout=5, what="the dead socket to be noticed")
+    await wait_until(lambda: faults, timeout=8, what="the dead socket to be noticed")
     noticed = time.monotonic() - began
-    assert noticed < 0.2 + 0.5 + 0.5 + 1.0, noticed  # interval + pong wait + closing, and slack
+    # Interval + pong wait + closing, with room for a loaded machine: TCP alone would take
+    # minutes to notice.
+    assert noticed < 3 * (0.2 + 0.5 + 0.5), noticed
     assert "keepalive ping timeout" in str(faults[0])
 
     await tracker.start()  # what the supervisor does after its backoff

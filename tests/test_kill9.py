@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from benchmarks.kill9 import check_after_kill, run_until_killed
 
 KILLS = 50
@@ -15,6 +17,7 @@ KILLS = 50
 PAUSE = 0.01
 
 
+@pytest.mark.xdist_group("cpu")  # busy on a core: one such test at a time
 def test_no_acknowledged_toggle_is_lost_across_repeated_kill_9(tmp_path):
     rng = random.Random(20261123)
     data_dir = tmp_path / "data"
