@@ -12,9 +12,8 @@ from aime_tui.engine import Engine
 
 async def test_demo_first_start_fails_with_a_reason_then_recovers_by_itself(config, cleanup):
     # Jitter pinned low: the first retry comes 0.5 s after the failure (its bound, 5 s, is
-    # test_supervisor's); a shorter restore timeout than the default 3 s, still far above
-    # what the other two take to start.
-    engine = Engine(config.with_overrides(demo=True, demo_faults=True, restore_timeout=1.5), rng=lambda: 0.1)
+    # test_supervisor's).
+    engine = Engine(config.with_overrides(demo=True, demo_faults=True), rng=lambda: 0.1)
     supervisor = await engine.open()
     cleanup.push_async_callback(engine.close)
     summary = await supervisor.restore()
