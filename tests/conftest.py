@@ -88,15 +88,12 @@ def config(tmp_path):
 def pytest_sessionfinish(session, exitstatus):
     """A test that fails before closing its database leaves aiosqlite's worker thread
     running, and it is not a daemon: the run would report the failure, then never exit.
-    Close whatever connections are still open, each on a loop of its own."""
-    import asyncio
+    Stop whatever connections are left: Connection.stop() needs no event loop (a test's
+    loop is closed by now), and does nothing to one already closed."""
     import gc
 
     import aiosqlite
 
     # type(), not isinstance(): a dead weak proxy among the objects raises on isinstance.
     for connection in [obj for obj in gc.get_objects() if type(obj) is aiosqlite.Connection]:
-        # Only a live worker can answer close(); one that died (its loop closed under a
-        # query) would leave close() waiting forever, and keeps nothing alive anyway.
-        if connection._running and connection._thread.is_alive():
-            asyncio.run(asyncio.wait_for(connection.close(), 5))
+        connection.stop()
