@@ -1,4 +1,5 @@
-"""A service whose behaviour a test scripts: start ok, fail, hang, or break later.
+"""A service whose behaviour a test scripts: start ok, fail, hang, or break later; and
+a count of any service's status reads (the heartbeat's evidence).
 
 It follows the real Service contract, so the supervisor and the UI treat it exactly like
 the Last.fm, Roon and scheduler services; tests use it where they need a fault on cue.
@@ -7,7 +8,7 @@ the Last.fm, Roon and scheduler services; tests use it where they need a fault o
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from aime_tui.engine import Engine
 from aime_tui.services.base import Service
@@ -68,3 +69,18 @@ def scripted_engine(config, **behaviour) -> tuple[Engine, dict[str, ScriptedServ
         return list(made.values())
 
     return Engine(config, services=build, **engine_options), made
+
+
+def count_status_reads(service: Service) -> Callable[[], int]:
+    """Counts `service.status()` calls from now on. The heartbeat reads each wanted service's
+    status once a pass; otherwise only a state change does (its event carries a view)."""
+    reads = 0
+    real = service.status
+
+    def status() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        return real()
+
+    service.status = status
+    return lambda: reads

@@ -1,4 +1,4 @@
-"""What a test reads back from a store it opened: the plays, newest first."""
+"""What a test reads back from a store it opened: the plays, newest first; a Roon Core's token."""
 
 from __future__ import annotations
 
@@ -13,3 +13,10 @@ async def stored_plays(store: Store, limit: int = -1) -> list[Play]:
         (limit,),
     ) as cursor:
         return [Play(*row) for row in await cursor.fetchall()]
+
+
+async def roon_token(store: Store, core_id: str) -> str | None:
+    """The token the store keeps for this Roon Core, if any."""
+    async with store.db.execute("SELECT token FROM roon_cores WHERE core_id = ?", (core_id,)) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None

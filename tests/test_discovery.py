@@ -30,7 +30,7 @@ from aime_tui.services.roon import LOOKING_HINT, NEW_CORE_HINT, RoonTracker
 from aime_tui.store import roon_cores
 from aime_tui.store.database import MIGRATIONS, Play, Store
 from clocks import fast_clock
-from stored import stored_plays
+from stored import roon_token, stored_plays
 from waits import wait_until
 
 ZONE = "Living Room"
@@ -314,7 +314,7 @@ async def test_a_new_core_asks_for_approval_in_its_own_words(roon, store, cleanu
     assert {entry.name: entry.has_token for entry in await roon_cores.known_cores(store)} == {
         "Home Core": True, "Cabin Core": True,
     }
-    assert await roon_cores.token_of(store, first.core_id) != await roon_cores.token_of(store, second.core_id)
+    assert await roon_token(store, first.core_id) != await roon_token(store, second.core_id)
 
 
 def _schema_2_database(path: Path, plays: list[tuple], token: str) -> None:
@@ -352,7 +352,7 @@ async def test_the_migration_moves_plays_and_token_to_the_core_without_duplicate
     await tracker.start()
     await tracker.stop()
     assert core.registrations == ["token-from-before"]
-    assert await roon_cores.token_of(store, core.core_id) == "token-from-before"
+    assert await roon_token(store, core.core_id) == "token-from-before"
     rows = sorted((p.source, p.account, p.played_at) for p in await stored_plays(store, 100))
     assert rows == [
         ("lastfm", "Demo Core", 1000),

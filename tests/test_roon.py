@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import serve
 from clocks import fast_clock
-from stored import stored_plays
+from scripted import count_status_reads
+from stored import roon_token, stored_plays
 from waits import wait_until
 
 from aime_tui.clients.moo import (
@@ -264,7 +265,7 @@ async def test_register_saves_the_token_and_presents_it_on_reconnect(roon, store
     core = await roon()
     first = tracker_for(core)
     await first.start()
-    token = await roon_cores.token_of(store, core.core_id)
+    token = await roon_token(store, core.core_id)
     assert token and core.registrations == [None]
     await first.stop()
 
@@ -272,7 +273,7 @@ async def test_register_saves_the_token_and_presents_it_on_reconnect(roon, store
     second = tracker_for(core)
     await second.start()
     assert core.registrations == [None, token]
-    assert await roon_cores.token_of(store, core.core_id) == token
+    assert await roon_token(store, core.core_id) == token
 
 
 async def test_unapproved_extension_stays_connected_and_carries_on_once_approved(roon, store, tracker_for):
@@ -297,7 +298,7 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     assert (status["running"], status["awaiting_approval"], status["core"]) == (True, True, "Demo Core")
     assert status["zones"] == 0 and status["now_playing"] == []
     assert core.connected == 1 and core.registrations == [None]
-    assert await roon_cores.token_of(store, core.core_id) is None
+    assert await roon_token(store, core.core_id) is None
 
     core.approve()  # the Core answers the pending registration
     await asyncio.wait_for(settled.wait(), 3)
@@ -306,7 +307,7 @@ async def test_unapproved_extension_stays_connected_and_carries_on_once_approved
     status = tracker.status()
     assert (status["running"], status["awaiting_approval"], status["zones"]) == (True, False, 2)
     assert sorted(entry["zone"] for entry in status["now_playing"]) == ["Kitchen", "Living Room"]
-    assert await roon_cores.token_of(store, core.core_id)
+    assert await roon_token(store, core.core_id)
     assert core.registrations == [None], "the same registration, not a second one"
 
 
@@ -336,7 +337,7 @@ async def test_stopping_while_waiting_for_approval_leaves_nothing_behind(roon, s
     assert tracker.attention is None and tracker.status()["running"] is False
     core.approve()
     await asyncio.sleep(0.05)  # an answer would have nowhere to go now
-    assert await roon_cores.token_of(store, core.core_id) is None
+    assert await roon_token(store, core.core_id) is None
     assert tracker.status()["zones"] == 0
     assert faults == [], "a stop is not a fault"
 
@@ -679,7 +680,7 @@ async def test_the_token_never_reaches_the_logs(roon, store, tracker_for, caplog
     await core.drop_connections()
     await tracker.stop()
 
-    token = await roon_cores.token_of(store, core.core_id)
+    token = await roon_token(store, core.core_id)
     assert token and mask_secret(token) in caplog.text  # the registration was logged, masked
     assert any(record.levelno == logging.DEBUG for record in caplog.records)
     # Not in full, and not the half that would survive an elided frame dump either.
@@ -734,8 +735,9 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     assert core.connected == 1
 
     # The heartbeat leaves a service that is up and waiting alone.
+    reads = count_status_reads(tracker)
     heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.02))
-    await wait_until(lambda: supervisor.heartbeat_passes >= 3, timeout=3.0, what="three heartbeat passes")
+    await wait_until(lambda: reads() >= 3, timeout=3.0, what="three heartbeat passes")
     assert core.registrations == [None] and supervisor.view("roon_tracker").up
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
 
@@ -746,7 +748,7 @@ async def test_approval_in_roon_brings_the_tracker_to_running_by_itself(
     assert (view.reason, view.up, view.status["awaiting_approval"]) == (None, True, False)
     assert sorted(entry["zone"] for entry in view.status["now_playing"]) == ["Kitchen", "Living Room"]
     assert core.registrations == [None] and core.connected == 1, "no restart on the way"
-    token = await roon_cores.token_of(store, core.core_id)
+    token = await roon_token(store, core.core_id)
     assert token
     assert [line for line in logged if "needs attention" in line] == [
         f"roon_tracker needs attention: {APPROVE_HINT}"
@@ -811,7 +813,7 @@ async def test_a_lost_connection_while_waiting_backs_off_and_asks_again(roon, st
     assert supervisor.view("roon_tracker").state is RunState.NEEDS_ATTENTION
     core.approve()
     await wait_until(roon_state(supervisor, RunState.RUNNING), timeout=3.0, what="running after the approval")
-    assert await roon_cores.token_of(store, core.core_id)
+    assert await roon_token(store, core.core_id)
 
 
 # -- the handshake's time budget --------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 
 import pytest
-from scripted import ScriptedService
+from scripted import ScriptedService, count_status_reads
 from waits import wait_until
 
 from aime_tui.core.faults import NeedsAttention, RetryAfter
@@ -318,10 +318,11 @@ async def test_attention_reported_while_up_clears_by_itself(db_path):
 
     # Saying it again is no news; the heartbeat leaves it alone, and so does a start.
     service.report_attention(ASK)
+    reads = count_status_reads(service)
     heartbeat = asyncio.create_task(supervisor.run_heartbeat(delay=0, every=0.01))
     await supervisor.start("alpha")
-    after_start = supervisor.heartbeat_passes
-    await wait_until(lambda: supervisor.heartbeat_passes >= after_start + 3, timeout=3.0, what="three heartbeat passes after the start")
+    after_start = reads()
+    await wait_until(lambda: reads() >= after_start + 3, timeout=3.0, what="three heartbeat passes after the start")
     heartbeat.cancel()
     assert (service.starts, service.stops) == (1, 0)
     assert [line for line in logged if "needs attention" in line] == [

@@ -36,10 +36,6 @@ class TokenBucket:
         """No slot before `seconds` from now: the server asked us to slow down."""
         self._next_slot = max(self._next_slot, self._clock() + seconds)
 
-    def wait_for_next(self) -> float:
-        """Seconds until the next free slot (0 if one is free now)."""
-        return max(0.0, self._next_slot - self._clock())
-
 
 _buckets: dict[tuple[str, str], TokenBucket] = {}
 

@@ -113,8 +113,6 @@ class Supervisor(ServiceControl):
         self._transition_writer: asyncio.Task | None = None
         self._closing = False
         self._wake_lock = asyncio.Lock()
-        #: Heartbeat passes completed: the evidence that it runs (and has looked at everything).
-        self.heartbeat_passes = 0
         #: Services a restoration is starting now: their outcome comes in its summary.
         self.restoring: set[str] = set()
 
@@ -359,7 +357,6 @@ class Supervisor(ServiceControl):
                 elif record.state is RunState.STOPPED:
                     self._log(f"{name}: wanted but stopped — restarting", logging.WARNING, name)
                     self._launch(record, self._start_attempt(record, "heartbeat"))
-            self.heartbeat_passes += 1
             await asyncio.sleep(every)
 
     # -- the state machine -------------------------------------------------------------

@@ -99,12 +99,6 @@ async def known_cores(store: Store) -> list[KnownCore]:
     return [KnownCore(core_id, name, bool(has_token), last_seen) for core_id, name, has_token, last_seen in rows]
 
 
-async def token_of(store: Store, core_id: str) -> str | None:
-    async with store.db.execute("SELECT token FROM roon_cores WHERE core_id = ?", (core_id,)) as cursor:
-        row = await cursor.fetchone()
-    return row[0] if row else None
-
-
 async def count_core_plays(store: Store, core_id: str) -> int:
     async with store.db.execute(
         "SELECT COUNT(*) FROM plays WHERE source = 'roon' AND account = ?", (core_id,)
