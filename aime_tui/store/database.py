@@ -725,10 +725,6 @@ class Store:
 
     async def _checked_write(self, work, durable: bool):
         async with self._write_lock:
-            # Closed is closed: closing deletes the log, which must not read as a log
-            # deleted under us (that would move the database aside and open a fresh one).
-            if self._db is None:
-                raise StoreError(f"database {self.path} is closed")
             # A write lands in the file the next launch reads, or in none: a database
             # replaced or its log deleted is moved aside first, and the fresh one
             # receives what this connection holds before this change goes in.
