@@ -30,10 +30,9 @@ async def test_launch_restores_and_shows_the_summary(config):
     app = AimeApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(lambda: app.last_summary is not None)
-        await pilot.pause(0.2)
+        await wait_until(lambda: all(cell(app, name, "state") == "● running" for name in services), what="every row running")
         assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
         for name in services:
-            assert cell(app, name, "state") == "● running"
             assert cell(app, name, "want") == "on"
         assert "Restored 3 succeeded, 0 failed" in str(app.query_one("#summary").render())
     assert not any(s.running for s in services.values()), "quitting stops the services"
@@ -110,9 +109,7 @@ async def test_wake_key_restores_through_the_same_path_with_its_own_summary(conf
         assert app.last_summary.trigger == "wake"
         assert app.last_summary.line().startswith("Restored 3 succeeded, 0 failed")
         assert all(s.starts == 2 for s in services.values())
-        await pilot.pause(0.2)
-        text = "\n".join(line.text for line in app.log_view.lines)
-        assert "wake requested — recovering" in text
+        await wait_until(lambda: any("wake requested — recovering" in line.text for line in app.log_view.lines))
 
 
 async def test_the_ui_answers_keys_while_a_hung_service_is_restoring(config):
@@ -139,20 +136,19 @@ async def test_the_log_is_bounded_and_does_not_yank_a_reader(config):
         emit = app.supervisor._emit
         for i in range(LOG_MAX_LINES + 500):
             emit(LogEvent(f"line {i}", at=0.0))
-        await pilot.pause(0.3)
         log = app.log_view
+        await wait_until(lambda: log.lines[-1].text.endswith(f"line {LOG_MAX_LINES + 499}"), what="the last line shown")
         assert len(log.lines) == LOG_MAX_LINES
         assert log.lines[-1].text.endswith(f"line {LOG_MAX_LINES + 499}")
 
         log.focus()
         await pilot.press("home")  # the reader goes back to the top to read
-        await pilot.pause(0.1)
-        assert log.scroll_y == 0
+        await wait_until(lambda: log.scroll_y == 0, what="the reader at the top")
         for i in range(50):
             emit(LogEvent(f"more {i}", at=0.0))
-        await pilot.pause(0.3)
+        await wait_until(lambda: log.lines[-1].text.endswith("more 49"), what="the new lines shown")
+        await pilot.pause()  # and drawn, with whatever scrolling they would cause
         assert log.scroll_y == 0, "a reader scrolled up keeps their place"
-        assert log.lines[-1].text.endswith("more 49")
 
 
 async def test_command_palette_lists_the_actions(config):
@@ -177,12 +173,10 @@ async def test_a_toggle_that_cannot_be_saved_is_not_shown_as_done(config):
         await wait_until(lambda: app.last_summary is not None)
         await engine.store.db.execute("PRAGMA query_only = 1")  # every write now fails
         await pilot.press("x")
-        await pilot.pause(0.3)
+        await wait_until(lambda: any("cannot write to database" in line.text for line in app.log_view.lines))
         assert cell(app, "tracker", "want") == "on"
         assert cell(app, "tracker", "state") == "● running"
         assert services["tracker"].running
-        text = "\n".join(line.text for line in app.log_view.lines)
-        assert "cannot write to database" in text
         await engine.store.db.execute("PRAGMA query_only = 0")
     assert desired(config, "tracker") == (1, None)
 

@@ -267,7 +267,12 @@ async def test_h_opens_the_history_screen_and_escape_closes_it(config):
         await wait_until(lambda: app.last_summary is not None)
         await pilot.press("x")  # the user stops the tracker
         await wait_until(lambda: app.supervisor.view("tracker").state.value == "stopped")
-        await pilot.pause(0.1)  # runtime rows are written just after the change
+
+        async def stop_written() -> bool:  # runtime rows are written just after the change
+            rows = await engine.store.transitions("tracker")
+            return any((row.from_state, row.to_state, row.reason) == ("stopping", "stopped", "user") for row in rows)
+
+        await wait_until(stop_written, what="the stop's row written")
         await pilot.press("h")
         assert isinstance(app.screen, HistoryScreen)
 
