@@ -177,7 +177,7 @@ def run(ctx: Context) -> list[Figure]:
         Figure("history_data", "stats --period 30d", "ms", Stats.of([ms(s) for s in stats_times]),
                target="≤ 200 ms", met=Stats.of(stats_times).p95 <= 0.2, judged_on="p95"),
         Figure("history_data", "stats --period all", "ms", Stats.of([ms(s) for s in all_times]),
-               notes="for scale: every play grouped three ways"),
+               notes="for scale: per-day and per-source counts of index ranges, tops from the track index"),
         Figure("history_data", "plays screen: p → first paint", "ms", Stats.of([ms(s) for s in paint]),
                target="≤ 200 ms", met=Stats.of(paint).p95 <= 0.2, judged_on="p95"),
         Figure("history_data", "search, worst of a popular and a rare artist", "ms",
