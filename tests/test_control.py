@@ -19,6 +19,7 @@ from waits import wait_until, wait_until_sync
 
 from aime_tui.control.client import ControlError, Unreachable, request
 from aime_tui.core.instance import InstanceLock
+from aime_tui.ui.widgets.title_bar import TitleBar
 
 pytestmark = pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
 
@@ -415,7 +416,7 @@ async def test_an_attached_dashboard_says_once_when_the_instance_stops_answering
         app = AimeApp(engine, subtitle=engine.subtitle)
 
         def title() -> str:
-            return str(app.query_one("#title").render())
+            return app.query_one(TitleBar).shown
 
         async with app.run_test(size=(200, 40)) as pilot:
             await wait_until(lambda: any("attached to the running instance" in line.text for line in app.log_view.lines))

@@ -20,6 +20,7 @@ from aime_tui.core.faults import NeedsAttention
 from aime_tui.store.database import Store
 from aime_tui.ui.app import AimeApp, AttachedApp
 from aime_tui.ui.screens.history import HistoryScreen
+from aime_tui.ui.widgets.title_bar import TitleBar
 
 SIZE = (110, 30)
 HOUR = 3600.0
@@ -177,8 +178,8 @@ def test_an_attached_dashboard(snap_compare, frozen_instance):
             what="the attach line",
         )
         # The title bar names the instance at its next once-a-second redraw.
-        title = pilot.app.query_one("#title")
-        await wait_until(lambda: str(title.render()) == "aime-tui ─ attached to pid 1", what="the instance's pid")
+        title = pilot.app.query_one(TitleBar)
+        await wait_until(lambda: title.shown == "aime-tui ─ attached to pid 1", what="the instance's pid")
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=attached)
