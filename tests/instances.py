@@ -5,6 +5,7 @@ instance's state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from waits import wait_until_sync
 
@@ -257,3 +259,20 @@ class Headless:
         with sqlite3.connect(self.data_dir / "aime.db") as db:
             rows = db.execute("SELECT service_name, is_active, mode FROM service_states").fetchall()
         return {name: (active, mode) for name, active, mode in rows}
+
+
+@contextlib.contextmanager
+def headless_demo(env: dict[str, str], *argv: str) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """`aime-tui --demo --headless ARGV...` with its log lines collected as they come; yields
+    once its launch restoration succeeded, and stops it with SIGTERM afterwards."""
+    process = subprocess.Popen([str(EXECUTABLE), "--demo", "--headless", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_until_sync(lambda: any("Restored 3 succeeded" in line for line in lines), timeout=20, what="the restoration")
+        yield process, lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+        reader.join(5)

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from instances import EXECUTABLE
+from instances import EXECUTABLE, headless_demo
 from waits import wait_until_sync
 
 from aime_tui.demo.lastfm_fake import FakeLastfm
@@ -231,17 +231,8 @@ def test_each_subcommand_help_lists_its_own_exit_codes():
 
 @pytest.fixture
 def headless(tmp_path):
-    process = subprocess.Popen(
-        [str(EXECUTABLE), "--demo", "--headless"], env=env_for(tmp_path), stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
-    reader.start()
-    wait_until_sync(lambda: any("Restored 3 succeeded" in line for line in lines), timeout=20, what="the restoration")
-    yield lines
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
-    reader.join(5)
+    with headless_demo(env_for(tmp_path)) as (_, lines):
+        yield lines
 
 
 def test_retry_of_a_running_service_says_so_and_restart_restarts_it(tmp_path, headless):

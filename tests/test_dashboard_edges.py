@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from rich.text import Text
+from instances import headless_demo
 from scripted import scripted_engine
-from waits import wait_until, wait_until_sync
+from waits import wait_until
 
 from aime_tui.core.faults import NeedsAttention
 from aime_tui.ui.app import AimeApp, AttachedApp
@@ -294,18 +292,8 @@ async def test_the_summary_says_when_a_failure_has_since_recovered(config):
 @pytest.fixture
 def headless(tmp_path):
     env = {**os.environ, "AIME_DEMO_FAULTS": "0", "AIME_CONFIG": str(tmp_path / "none.toml")}
-    process = subprocess.Popen(
-        [str(EXECUTABLE), "--demo", "--headless", "--data-dir", str(tmp_path / "instance")],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
-    reader.start()
-    wait_until_sync(lambda: any("Restored 3 succeeded" in line for line in lines), timeout=20, what="the restoration")
-    yield process
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
-    reader.join(5)
+    with headless_demo(env, "--data-dir", str(tmp_path / "instance")) as (process, _):
+        yield process
 
 
 @pytest.mark.skipif(not EXECUTABLE.exists(), reason="aime-tui is not installed")
