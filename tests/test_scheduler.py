@@ -160,7 +160,7 @@ async def test_massive_backfill_stores_the_whole_history_exactly(lastfm, store, 
     assert len(lastfm.requests) == 7
 
 
-async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
+async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path, cleanup):
     # The probe and pages 5 and 4 are answered; page 3 never is, so the backfill holds
     # still at two pages for as long as the test looks, however loaded the machine.
     let_through(lastfm, 2)
@@ -168,41 +168,39 @@ async def test_progress_shows_pages_plays_and_an_eta(lastfm, store, tmp_path):
     scheduler = make_scheduler(lastfm, store, tmp_path, interval=0.2)
     began = time.monotonic()
     await scheduler.start()
-    try:
-        await wait_until(lambda: len(backfill_bounds(lastfm)) == 3, timeout=10.0)
-        elapsed = time.monotonic() - began
-        status = scheduler.status()
-        assert (status["pages_done"], status["total_pages"]) == (2, 6)
-        assert (status["backfill_plays"], status["backfill_total"]) == (398, 1000)
-        before = datetime.fromtimestamp(int(expected_bounds(lastfm)[2]), timezone.utc)
-        assert status["cursor"] == f"page 3 of 6, plays before {before:%Y-%m-%d %H:%M} UTC"
-        # Four pages to go at this run's pace: one page per 0.2 s interval (fetching is
-        # faster here), never faster than the interval, never slower than it really went.
-        assert 4 * 0.2 <= status["eta"] <= 4 * max(0.2, elapsed / 2)
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    await wait_until(lambda: len(backfill_bounds(lastfm)) == 3, timeout=10.0)
+    elapsed = time.monotonic() - began
+    status = scheduler.status()
+    assert (status["pages_done"], status["total_pages"]) == (2, 6)
+    assert (status["backfill_plays"], status["backfill_total"]) == (398, 1000)
+    before = datetime.fromtimestamp(int(expected_bounds(lastfm)[2]), timezone.utc)
+    assert status["cursor"] == f"page 3 of 6, plays before {before:%Y-%m-%d %H:%M} UTC"
+    # Four pages to go at this run's pace: one page per 0.2 s interval (fetching is
+    # faster here), never faster than the interval, never slower than it really went.
+    assert 4 * 0.2 <= status["eta"] <= 4 * max(0.2, elapsed / 2)
+    await scheduler.stop()
     assert scheduler.status()["next_run"] is None
 
 
-async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store, tmp_path):
+async def test_next_run_is_the_next_page_while_the_backfill_waits(lastfm, store, tmp_path, cleanup):
     scheduler = make_scheduler(lastfm, store, tmp_path, interval=60)
     await scheduler.start()
-    try:
-        # The newest page is in (it sets the page count): the next waits its turn, 60 s later.
-        await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
-        status = scheduler.status()
-        assert 0 < status["next_run"] - time.time() <= 60
-        assert (status["pages_done"], status["total_pages"]) == (1, 6)
-        assert status["cursor"].startswith("page 2 of 6, plays before ")
-        assert status["eta"] == pytest.approx(5 * 60)  # never faster than the spacing
-        assert backfill_bounds(lastfm) == [None]
+    cleanup.push_async_callback(scheduler.stop)
+    # The newest page is in (it sets the page count): the next waits its turn, 60 s later.
+    await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
+    status = scheduler.status()
+    assert 0 < status["next_run"] - time.time() <= 60
+    assert (status["pages_done"], status["total_pages"]) == (1, 6)
+    assert status["cursor"].startswith("page 2 of 6, plays before ")
+    assert status["eta"] == pytest.approx(5 * 60)  # never faster than the spacing
+    assert backfill_bounds(lastfm) == [None]
 
-        # The waiting page goes with the backfill when the mode changes: the next run is a duty's.
-        await scheduler.set_mode("MAINTENANCE")
-        duties = min(job.next_run_time.timestamp() for job in scheduler._scheduler.get_jobs())
-        assert scheduler.status()["next_run"] == pytest.approx(duties)
-    finally:
-        await scheduler.stop()
+    # The waiting page goes with the backfill when the mode changes: the next run is a duty's.
+    await scheduler.set_mode("MAINTENANCE")
+    duties = min(job.next_run_time.timestamp() for job in scheduler._scheduler.get_jobs())
+    assert scheduler.status()["next_run"] == pytest.approx(duties)
+    await scheduler.stop()
     assert scheduler.status()["next_run"] is None
 
 
@@ -312,37 +310,36 @@ async def test_massive_without_lastfm_needs_attention_and_keeps_its_duties(store
     assert "MASSIVE backfill needs Last.fm" in view.reason
 
 
-async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path):
+async def test_mode_switch_reschedules_the_work(lastfm, store, tmp_path, cleanup):
     catch_up, catch_ups = counted_catch_up(LastfmTracker(lastfm_config(lastfm), store))
     scheduler = make_scheduler(
         lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, interval=0.1, catchup_interval=0.1
     )
     await scheduler.start()
-    try:
-        assert job_ids(scheduler) == DUTIES
-        assert scheduler.status()["next_run"] is not None
-        assert lastfm.requests == []
+    cleanup.push_async_callback(scheduler.stop)
+    assert job_ids(scheduler) == DUTIES
+    assert scheduler.status()["next_run"] is not None
+    assert lastfm.requests == []
 
-        await scheduler.set_mode("MASSIVE")
-        assert job_ids(scheduler) == DUTIES, "the duties carry on beside the backfill"
-        await wait_until(lambda: scheduler.pages_done >= 2, timeout=10.0)
+    await scheduler.set_mode("MASSIVE")
+    assert job_ids(scheduler) == DUTIES, "the duties carry on beside the backfill"
+    await wait_until(lambda: scheduler.pages_done >= 2, timeout=10.0)
 
-        await scheduler.set_mode("MAINTENANCE")
-        assert job_ids(scheduler) == DUTIES
-        asked, pages, ran = len(lastfm.requests), scheduler.pages_done, len(catch_ups)
-        # Three catch-ups answered, a backfill interval apart: a page would have been asked too.
-        await wait_until(lambda: len(catch_ups) >= ran + 3, timeout=10.0)
-        assert backfill_bounds(lastfm, since=asked) == [], "the backfill stopped with the mode"
-        assert scheduler.pages_done == pages
-    finally:
-        await scheduler.stop()
+    await scheduler.set_mode("MAINTENANCE")
+    assert job_ids(scheduler) == DUTIES
+    asked, pages, ran = len(lastfm.requests), scheduler.pages_done, len(catch_ups)
+    # Three catch-ups answered, a backfill interval apart: a page would have been asked too.
+    await wait_until(lambda: len(catch_ups) >= ran + 3, timeout=10.0)
+    assert backfill_bounds(lastfm, since=asked) == [], "the backfill stopped with the mode"
+    assert scheduler.pages_done == pages
+    await scheduler.stop()
     assert scheduler.status()["running"] is False
 
 
 # -- MASSIVE keeps up the maintenance duties -------------------------------------------
 
 
-async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(lastfm, store, tmp_path):
+async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(lastfm, store, tmp_path, cleanup):
     """A backfill may take days: it never costs a nightly optimize or backup, nor does its end."""
     backups = tmp_path / "backups"
     # The second page hangs: the backfill is caught mid-history while the nightly jobs come due.
@@ -350,15 +347,14 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     lastfm.inject("hang")
     scheduler = make_scheduler(lastfm, store, tmp_path)
     await scheduler.start()
-    try:
-        await wait_until(lambda: len(backfill_bounds(lastfm)) == 2, timeout=10.0)
-        assert job_ids(scheduler) == {"optimize", "backup", "reconcile"}  # no catch-up given to this one
-        run_now(scheduler, "optimize")
-        await wait_until(lambda: "optimize" in scheduler._last_runs, timeout=10.0)
-        run_now(scheduler, "backup")
-        await wait_until(lambda: "backup" in scheduler._last_runs, timeout=10.0)
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    await wait_until(lambda: len(backfill_bounds(lastfm)) == 2, timeout=10.0)
+    assert job_ids(scheduler) == {"optimize", "backup", "reconcile"}  # no catch-up given to this one
+    run_now(scheduler, "optimize")
+    await wait_until(lambda: "optimize" in scheduler._last_runs, timeout=10.0)
+    run_now(scheduler, "backup")
+    await wait_until(lambda: "backup" in scheduler._last_runs, timeout=10.0)
+    await scheduler.stop()
     [during] = backups.glob("aime-*.db")
     with sqlite3.connect(during) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -371,67 +367,64 @@ async def test_massive_optimizes_and_backs_up_beside_the_backfill_and_after_it(l
     # backup taken after the end holds the whole history.
     resumed = make_scheduler(lastfm, store, tmp_path)
     await resumed.start()
-    try:
-        await wait_until(lambda: resumed.backfill_done, timeout=10.0)
-        assert resumed.mode == resumed.status()["mode"] == "MASSIVE"
-        assert job_ids(resumed) == {"optimize", "backup", "reconcile"}
-        run_now(resumed, "backup")
-        await wait_until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"], timeout=10.0)
-    finally:
-        await resumed.stop()
+    cleanup.push_async_callback(resumed.stop)
+    await wait_until(lambda: resumed.backfill_done, timeout=10.0)
+    assert resumed.mode == resumed.status()["mode"] == "MASSIVE"
+    assert job_ids(resumed) == {"optimize", "backup", "reconcile"}
+    run_now(resumed, "backup")
+    await wait_until(lambda: resumed._last_runs["backup"] > scheduler._last_runs["backup"], timeout=10.0)
+    await resumed.stop()
     after = max(backups.glob("aime-*.db"))
     with sqlite3.connect(after) as db:
         assert db.execute("SELECT COUNT(*) FROM plays").fetchone() == (1000,)
     assert abs(float(await store.get_cursor("scheduler:last_run:backup")) - time.time()) < 60
 
 
-async def test_after_the_backfill_massive_carries_on_catching_up(lastfm, store, tmp_path):
+async def test_after_the_backfill_massive_carries_on_catching_up(lastfm, store, tmp_path, cleanup):
     tracker = LastfmTracker(lastfm_config(lastfm), store)  # not started: the catch-up polls on its own
     scheduler = make_scheduler(lastfm, store, tmp_path, catch_up=tracker.poll_once, catchup_interval=0.2)
     await scheduler.start()
-    try:
-        assert job_ids(scheduler) == DUTIES
-        await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
-        assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+    cleanup.push_async_callback(scheduler.stop)
+    assert job_ids(scheduler) == DUTIES
+    await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
-        # Plays after the backfill's upper bound are the catch-up's to fetch, time after time.
-        for added, expected in ((3, 1003), (2, 1005)):
-            new = lastfm.add_plays(added)
-            await wait_until(lambda: scheduler.tracks_found == expected, timeout=10.0)
-            assert {p.played_at for p in new} <= set(stored_times(store))
-        assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
+    # Plays after the backfill's upper bound are the catch-up's to fetch, time after time.
+    for added, expected in ((3, 1003), (2, 1005)):
+        new = lastfm.add_plays(added)
+        await wait_until(lambda: scheduler.tracks_found == expected, timeout=10.0)
+        assert {p.played_at for p in new} <= set(stored_times(store))
+    assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
-        status = scheduler.status()
-        assert (status["mode"], status["backfill_done"], status["cursor"]) == ("MASSIVE", True, "complete")
-        assert status["catchup_every"] == 0.2 and status["next_run"] is not None
-        assert job_ids(scheduler) == DUTIES
-        facts = scheduler_detail(scheduler)
-        assert facts[:3] == ["scheduler running", "backfill complete", "catching up every 0.2 s"]
-        assert facts[3].startswith("next run ")
-    finally:
-        await scheduler.stop()
+    status = scheduler.status()
+    assert (status["mode"], status["backfill_done"], status["cursor"]) == ("MASSIVE", True, "complete")
+    assert status["catchup_every"] == 0.2 and status["next_run"] is not None
+    assert job_ids(scheduler) == DUTIES
+    facts = scheduler_detail(scheduler)
+    assert facts[:3] == ["scheduler running", "backfill complete", "catching up every 0.2 s"]
+    assert facts[3].startswith("next run ")
+    await scheduler.stop()
     assert len(stored_times(store)) == 1005
     assert scheduler.status()["catchup_every"] is None  # stopped: nothing scheduled
 
 
-async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes(lastfm, store, tmp_path):
+async def test_plays_scrobbled_during_the_backfill_are_caught_up_as_it_completes(lastfm, store, tmp_path, cleanup):
     tracker = LastfmTracker(lastfm_config(lastfm), store)
     scheduler = make_scheduler(lastfm, store, tmp_path, catch_up=tracker.poll_once, catchup_interval=900)
     await scheduler.start()
-    try:
-        # The probe is in: the backfill's upper bound is frozen, later plays are not its own.
-        await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
-        during = lastfm.add_plays(4)
-        await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
-        # Caught up at once, not 15 minutes later: the next catch-up is an interval away.
-        await wait_until(lambda: scheduler.tracks_found == 1004, timeout=10.0)
-        next_catchup = scheduler._scheduler.get_job("catchup").next_run_time
-        assert 800 < (next_catchup - datetime.now(timezone.utc)).total_seconds() <= 900
-        assert scheduler_detail(scheduler)[:3] == [
-            "scheduler running", "backfill complete", "catching up every 15 min"
-        ]
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    # The probe is in: the backfill's upper bound is frozen, later plays are not its own.
+    await wait_until(lambda: scheduler.total_pages is not None, timeout=10.0)
+    during = lastfm.add_plays(4)
+    await wait_until(lambda: scheduler.backfill_done, timeout=10.0)
+    # Caught up at once, not 15 minutes later: the next catch-up is an interval away.
+    await wait_until(lambda: scheduler.tracks_found == 1004, timeout=10.0)
+    next_catchup = scheduler._scheduler.get_job("catchup").next_run_time
+    assert 800 < (next_catchup - datetime.now(timezone.utc)).total_seconds() <= 900
+    assert scheduler_detail(scheduler)[:3] == [
+        "scheduler running", "backfill complete", "catching up every 15 min"
+    ]
+    await scheduler.stop()
     assert {p.played_at for p in during} <= set(stored_times(store))
     assert stored_times(store) == sorted(p.played_at for p in lastfm.history)
 
@@ -460,25 +453,25 @@ async def test_a_completed_backfill_is_not_redone_on_restart(lastfm, store, tmp_
 # -- MAINTENANCE ---------------------------------------------------------------------
 
 
-async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store, tmp_path):
+async def test_catch_up_counts_its_plays_once_and_only_as_its_own(lastfm, store, tmp_path, cleanup):
     tracker = LastfmTracker(lastfm_config(lastfm), store)
     await tracker.start()  # stores the newest page: 200 plays, its own
     catch_up, catch_ups = counted_catch_up(tracker)
     scheduler = make_scheduler(
         lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up, catchup_interval=0.1
     )
-    try:
-        lastfm.add_plays(5)
-        await scheduler.start()
-        await wait_until(lambda: len(catch_ups) >= 3, timeout=10.0)  # more catch-ups after the one that found them
-        assert catch_ups[:3] == [5, 0, 0]
-        assert scheduler.status()["tracks_found"] == 5
-        await scheduler.stop()
-        lastfm.add_plays(2)
-        assert await tracker.poll_once() == 2  # the tracker's own poll
-    finally:
-        await scheduler.stop()
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    cleanup.push_async_callback(scheduler.stop)
+    lastfm.add_plays(5)
+    await scheduler.start()
+    await wait_until(lambda: len(catch_ups) >= 3, timeout=10.0)  # more catch-ups after the one that found them
+    assert catch_ups[:3] == [5, 0, 0]
+    assert scheduler.status()["tracks_found"] == 5
+    await scheduler.stop()
+    lastfm.add_plays(2)
+    assert await tracker.poll_once() == 2  # the tracker's own poll
+    await scheduler.stop()
+    await tracker.stop()
     assert tracker.status()["tracks_found"] == 202
     assert scheduler.status()["tracks_found"] == 5
     assert len(stored_times(store)) == 207 == 202 + 5
@@ -509,41 +502,39 @@ def backup_due_hours_ago(monkeypatch, hours: float) -> None:
     monkeypatch.setattr(scheduler_module, "BACKUP_AT", (due.hour, due.minute))
 
 
-async def test_a_nightly_run_missed_while_stopped_runs_once_on_start(lastfm, store, tmp_path, monkeypatch):
+async def test_a_nightly_run_missed_while_stopped_runs_once_on_start(lastfm, store, tmp_path, monkeypatch, cleanup):
     backup_due_hours_ago(monkeypatch, 2)
     # The last backup was 3 h ago: the one due 2 h ago was missed (asleep, or not running).
     await store.set_cursor("scheduler:last_run:backup", repr(time.time() - 3 * 3600))
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
-    try:
-        await wait_until(lambda: list((tmp_path / "backups").glob("aime-*.db")), timeout=10.0)
-        await asyncio.sleep(0.2)
-        assert len(list((tmp_path / "backups").glob("aime-*.db"))) == 1
-        next_backup = scheduler._scheduler.get_job("backup").next_run_time
-        assert timedelta(hours=21) < next_backup - datetime.now(timezone.utc) <= timedelta(hours=22)
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    await wait_until(lambda: list((tmp_path / "backups").glob("aime-*.db")), timeout=10.0)
+    await asyncio.sleep(0.2)
+    assert len(list((tmp_path / "backups").glob("aime-*.db"))) == 1
+    next_backup = scheduler._scheduler.get_job("backup").next_run_time
+    assert timedelta(hours=21) < next_backup - datetime.now(timezone.utc) <= timedelta(hours=22)
+    await scheduler.stop()
     assert abs(float(await store.get_cursor("scheduler:last_run:backup")) - time.time()) < 5
 
 
-async def test_a_run_missed_beyond_the_grace_is_logged_not_run(lastfm, store, tmp_path, monkeypatch, caplog):
+async def test_a_run_missed_beyond_the_grace_is_logged_not_run(lastfm, store, tmp_path, monkeypatch, caplog, cleanup):
     caplog.set_level(logging.WARNING, logger="aime_tui.services.scheduler")
     backup_due_hours_ago(monkeypatch, 2)
     monkeypatch.setattr(scheduler_module, "DAILY_GRACE", 3600)
     await store.set_cursor("scheduler:last_run:backup", repr(time.time() - 3 * 3600))
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE")
     await scheduler.start()
-    try:
-        await wait_until(lambda: "missed its run" in caplog.text, timeout=10.0)
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    await wait_until(lambda: "missed its run" in caplog.text, timeout=10.0)
+    await scheduler.stop()
     assert not list((tmp_path / "backups").glob("aime-*.db"))
     [record] = [r for r in caplog.records if "missed its run" in r.getMessage()]
     assert "job backup" in record.getMessage() and record.levelno == logging.WARNING
 
 
 @pytest.mark.parametrize("last_run_ago", [1800, 3 * 3600])
-async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_run_ago):
+async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_run_ago, cleanup):
     """Every 60 s and the last run long ago: dozens of runs owed, coalesced into one.
 
     An interval job's newest owed run is always less than an interval old, so unlike a
@@ -560,12 +551,11 @@ async def test_missed_catch_ups_run_once(lastfm, store, tmp_path, caplog, last_r
     scheduler = make_scheduler(lastfm, store, tmp_path, mode="MAINTENANCE", catch_up=catch_up,
                                catchup_interval=60)
     await scheduler.start()
-    try:
-        await wait_until(lambda: runs, timeout=10.0)
-        await asyncio.sleep(0.3)
-        next_run = scheduler._scheduler.get_job("catchup").next_run_time
-    finally:
-        await scheduler.stop()
+    cleanup.push_async_callback(scheduler.stop)
+    await wait_until(lambda: runs, timeout=10.0)
+    await asyncio.sleep(0.3)
+    next_run = scheduler._scheduler.get_job("catchup").next_run_time
+    await scheduler.stop()
     assert len(runs) == 1
     assert "missed" not in caplog.text
     assert 0 < (next_run - datetime.now(timezone.utc)).total_seconds() <= 60
@@ -586,18 +576,17 @@ def served_keys(fake: FakeLastfm) -> list[tuple[int, str, str]]:
     return sorted({(p.played_at, normalise(p.artist), normalise(p.title)) for p in fake.history})
 
 
-async def test_late_scrobbles_inside_the_window_during_a_backfill_are_all_stored(store, tmp_path):
+async def test_late_scrobbles_inside_the_window_during_a_backfill_are_all_stored(store, tmp_path, cleanup):
     # With every other page, a play lands somewhere in the whole history, pages already
     # read included, as offline scrobbles synced late do (all while the backfill pages).
     fake = FakeLastfm(plays=1000, newest=NEWEST, late_every=2, late_window=1000 * 180, late_limit=3)
     await fake.start()
-    try:
-        scheduler = make_scheduler(fake, store, tmp_path)
-        await scheduler.start()
-        await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
-        await scheduler.stop()
-    finally:
-        await fake.stop()
+    cleanup.push_async_callback(fake.stop)
+    scheduler = make_scheduler(fake, store, tmp_path)
+    await scheduler.start()
+    await wait_until(lambda: scheduler.status()["backfill_reconciled"], timeout=10.0)
+    await scheduler.stop()
+    await fake.stop()
     assert len(fake.late_plays) == 3
     assert stored_keys(store) == served_keys(fake)
     assert len(stored_keys(store)) == len(fake.history)
