@@ -72,37 +72,35 @@ async def until_pages_asked(fake: FakeLastfm, child: asyncio.subprocess.Process,
 
 
 @pytest.mark.xdist_group("cpu")  # busy on a core: one such test at a time
-async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(tmp_path):
+async def test_a_killed_backfill_resumes_without_a_gap_a_duplicate_or_a_refetch(tmp_path, cleanup):
     # A late play every 20 requests, anywhere in the history, while both runs page.
     fake = FakeLastfm(user="kill", api_key="kill-test-key-0000", plays=PLAYS, newest=NEWEST,
                       spacing=60, late_every=20, late_window=PLAYS * 60, late_limit=10)
     await fake.start()
-    try:
-        first = await run_child(fake, tmp_path)
-        # Kill somewhere inside the cycle of a page halfway: fetching, parsing or committing it.
-        await until_pages_asked(fake, first, PAGES // 2)
-        await asyncio.sleep(random.Random(4).uniform(0, 0.02))
-        first.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(first.wait(), 10) == -signal.SIGKILL
-        first_pages = pages_asked(fake.requests)
-        asked_before = len(fake.requests)
-        late_before = len(fake.late_plays)
+    cleanup.push_async_callback(fake.stop)
+    first = await run_child(fake, tmp_path)
+    # Kill somewhere inside the cycle of a page halfway: fetching, parsing or committing it.
+    await until_pages_asked(fake, first, PAGES // 2)
+    await asyncio.sleep(random.Random(4).uniform(0, 0.02))
+    first.send_signal(signal.SIGKILL)
+    assert await asyncio.wait_for(first.wait(), 10) == -signal.SIGKILL
+    first_pages = pages_asked(fake.requests)
+    asked_before = len(fake.requests)
+    late_before = len(fake.late_plays)
 
-        with sqlite3.connect(tmp_path / "aime.db") as db:
-            cursor = backfill_cursor(db, fake.user)
-            stored = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
-        assert 0 < cursor["pages_done"] < PAGES, "killed in the middle"
-        # A page and its cursor commit together: exactly the plays the cursor counts are in.
-        assert stored == cursor["plays"]
-        # Each page asked for the plays below the oldest second of the one before.
-        assert first_pages[: cursor["pages_done"] - 1] == sorted(first_pages[: cursor["pages_done"] - 1], key=int, reverse=True)
+    with sqlite3.connect(tmp_path / "aime.db") as db:
+        cursor = backfill_cursor(db, fake.user)
+        stored = db.execute("SELECT COUNT(*) FROM plays").fetchone()[0]
+    assert 0 < cursor["pages_done"] < PAGES, "killed in the middle"
+    # A page and its cursor commit together: exactly the plays the cursor counts are in.
+    assert stored == cursor["plays"]
+    # Each page asked for the plays below the oldest second of the one before.
+    assert first_pages[: cursor["pages_done"] - 1] == sorted(first_pages[: cursor["pages_done"] - 1], key=int, reverse=True)
 
-        second = await run_child(fake, tmp_path)
-        out, err = await asyncio.wait_for(second.communicate(), STEP_TIMEOUT)
-        assert (second.returncode, out) == (0, b"done\n"), err.decode()[-2000:]
-    finally:
-        await fake.stop()
-
+    second = await run_child(fake, tmp_path)
+    out, err = await asyncio.wait_for(second.communicate(), STEP_TIMEOUT)
+    assert (second.returncode, out) == (0, b"done\n"), err.decode()[-2000:]
+    await fake.stop()
     assert 0 < late_before < len(fake.late_plays) == 10, "late plays landed during both runs"
     resumed_pages = pages_asked(fake.requests[asked_before:])
     assert resumed_pages[0] == str(cursor["sweep"]["high"]), "resumed from the cursor, no new probe"

@@ -125,16 +125,15 @@ async def test_a_lone_track_sent_as_an_object_is_read(fake, client):
     assert page.total_pages == 450
 
 
-async def test_empty_history_has_no_track_key_and_reads_as_no_plays():
+async def test_empty_history_has_no_track_key_and_reads_as_no_plays(cleanup):
     empty = FakeLastfm(user=USER, api_key=SECRET, plays=0)
     await empty.start()
-    try:
-        sent = await wire(empty)
-        assert "track" not in sent["recenttracks"]
-        async with LastfmClient(empty.url, SECRET, USER) as lastfm:
-            page = await lastfm.recent_tracks()
-    finally:
-        await empty.stop()
+    cleanup.push_async_callback(empty.stop)
+    sent = await wire(empty)
+    assert "track" not in sent["recenttracks"]
+    async with LastfmClient(empty.url, SECRET, USER) as lastfm:
+        page = await lastfm.recent_tracks()
+    await empty.stop()
     assert page == RecentTracksPage(plays=[], now_playing=None, page=1, total_pages=0, total=0, user=USER)
 
 
@@ -342,13 +341,12 @@ async def test_the_api_key_appears_in_no_message_repr_or_log(fake, client, store
     assert leaks == []
 
 
-async def test_the_fake_scrobbles_live_while_running():
+async def test_the_fake_scrobbles_live_while_running(cleanup):
     live = FakeLastfm(user=USER, api_key=SECRET, plays=2, newest=NEWEST, live_every=0.02)
     await live.start()
-    try:
-        await wait_until(lambda: len(live.history) >= 4, timeout=3.0)
-    finally:
-        await live.stop()
+    cleanup.push_async_callback(live.stop)
+    await wait_until(lambda: len(live.history) >= 4, timeout=3.0)
+    await live.stop()
     count = len(live.history)
     await asyncio.sleep(0.05)
     assert len(live.history) == count  # stopped means stopped
@@ -564,16 +562,15 @@ def poll_loops() -> list[asyncio.Task]:
     return [task for task in asyncio.all_tasks() if task.get_name() == "tracker:poll"]
 
 
-async def test_starting_again_replaces_the_previous_client_and_loop(fake, store):
+async def test_starting_again_replaces_the_previous_client_and_loop(fake, store, cleanup):
     tracker = LastfmTracker(tracker_config(fake, interval=0.05), store)
     await tracker.start()
-    try:
-        await tracker.start()
-        assert tracker.status()["running"] is True
-        assert len(poll_loops()) == 1
-        await wait_until(lambda: fake.open_connections == 1, timeout=3.0)  # the old client's socket closed
-    finally:
-        await tracker.stop()
+    cleanup.push_async_callback(tracker.stop)
+    await tracker.start()
+    assert tracker.status()["running"] is True
+    assert len(poll_loops()) == 1
+    await wait_until(lambda: fake.open_connections == 1, timeout=3.0)  # the old client's socket closed
+    await tracker.stop()
     assert poll_loops() == []
     await wait_until(lambda: fake.open_connections == 0, timeout=3.0)
 
@@ -898,14 +895,13 @@ async def test_the_now_playing_row_tops_every_page_and_is_never_a_play(fake, cli
     assert page.now_playing == fake.now_playing_track
 
 
-async def test_the_account_is_named_as_lastfm_spells_it():
+async def test_the_account_is_named_as_lastfm_spells_it(cleanup):
     server = FakeLastfm(user="Bars", api_key=SECRET, plays=3, newest=NEWEST)
     await server.start()
-    try:
-        async with LastfmClient(server.url, SECRET, "bARS", rate=1000) as lastfm:
-            page = await lastfm.recent_tracks()
-    finally:
-        await server.stop()
+    cleanup.push_async_callback(server.stop)
+    async with LastfmClient(server.url, SECRET, "bARS", rate=1000) as lastfm:
+        page = await lastfm.recent_tracks()
+    await server.stop()
     assert page.user == "Bars"
     assert {play.account for play in page.plays} == {"Bars"}
 
@@ -976,18 +972,17 @@ async def test_a_spurious_error_6_does_not_stop_a_running_tracker(fake, store, c
     assert await stored_plays(store) == fake.history[:202]
 
 
-async def test_the_same_account_in_another_case_is_one_history(store):
+async def test_the_same_account_in_another_case_is_one_history(store, cleanup):
     server = FakeLastfm(user="Bars", api_key=SECRET, plays=300, newest=NEWEST, spacing=SPACING)
     await server.start()
-    try:
-        first = LastfmTracker(tracker_config(server, user="bars"), store)
-        await first.poll_once()
-        server.add_plays(5)
-        second = LastfmTracker(tracker_config(server, user="BARS"), store)
-        assert await second.poll_once() == 5
-        assert second.status()["account"] == "Bars"
-    finally:
-        await server.stop()
+    cleanup.push_async_callback(server.stop)
+    first = LastfmTracker(tracker_config(server, user="bars"), store)
+    await first.poll_once()
+    server.add_plays(5)
+    second = LastfmTracker(tracker_config(server, user="BARS"), store)
+    assert await second.poll_once() == 5
+    assert second.status()["account"] == "Bars"
+    await server.stop()
     assert await stored_plays(store) == server.history[:205]
     names = [name for (name,) in await (await store.db.execute("SELECT name FROM cursors")).fetchall()]
     assert names == ["lastfm:bars"]
