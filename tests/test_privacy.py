@@ -450,7 +450,7 @@ def _send_raw(path: Path, line: bytes) -> dict:
     (b'{"cmd": "status", "pad": "' + b"x" * 1_000_000 + b'"}\n', "bad request: longer than 65536 bytes"),
     (b"\xff\xfe\n", "bad request: "),
     (b"[1, 2]\n", "bad request: a request is a JSON object"),
-])
+], ids=["nested", "too-long", "not-utf8", "not-an-object"])  # a megabyte id would reach every child's environment
 def test_a_malformed_line_gets_an_answer_and_is_no_error_of_the_instance(running, line, error):
     before = running.ask({"cmd": "health"})["errors"]["errors_total"]
     answer = _send_raw(running.data_dir / "aime.sock", line)
