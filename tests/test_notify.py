@@ -157,9 +157,10 @@ async def test_a_long_backoff_is_told_after_the_delay_and_its_recovery(config, w
         "(still retrying): Last.fm unreachable"
     ), body
     await quiet(webhook, notifier, 0.4)  # still failing: not told again
-    scheduler.failures = []
-    # Between two attempts (one may be starting now): retry_now has a wait to cut short.
+    # Between two attempts (one may be starting now), so that retry_now has a wait to cut
+    # short; no retry can come between the fix and retry_now (nothing awaits there).
     await wait_until(lambda: supervisor.view("scheduler").state is RunState.BACKOFF, what="the scheduler in backoff")
+    scheduler.failures = []
     await supervisor.retry_now("scheduler")  # rather than wait out the grown backoff
     await wait_until(lambda: supervisor.view("scheduler").state is RunState.RUNNING, what="the scheduler back")
     await wait_until(lambda: len(webhook.messages) == 2, what="the recovery")
