@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from aime_tui.config import HttpConfig, NotifyConfig, load_config
@@ -55,9 +57,18 @@ print(json.dumps({"seconds": elapsed, "loaded": loaded}))
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now, below the ephemeral range: one from bind(0) may be taken
+    meanwhile as the source port of another process's connection (a test run beside)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port between 10000 and {low}")
 
 
 def launch(config_path, data_dir) -> dict:

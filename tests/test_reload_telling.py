@@ -25,15 +25,10 @@ import pytest
 from aiohttp import web
 
 from aime_tui.control.client import request
+from instances import port_for_a_server
 from waits import wait_until
 
 EXECUTABLE = Path(sys.executable).parent / "aime-tui"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Webhooks:
@@ -153,12 +148,12 @@ async def get(port: int, path: str, host: str = "127.0.0.1") -> httpx.Response |
 
 
 async def test_sighup_applies_notify_and_http_and_sigterm_still_tells_what_waits(tmp_path, webhooks, instance):
-    refused = free_port()  # nobody listens: the Roon Core refuses every connection
+    refused = port_for_a_server()  # nobody listens: the Roon Core refuses every connection
     config = tmp_path / "config.toml"
     config.write_text(settings(refused))
     running = instance(config)
     await running.wait_for("Restored 0 succeeded, 1 failed")
-    first, second = free_port(), free_port()
+    first, second = port_for_a_server(), port_for_a_server()
 
     # On: the probes listen, ready at once (the launch restoration is over), and the next
     # restoration's failure reaches the webhook.
@@ -259,7 +254,7 @@ async def test_the_file_read_again_before_a_start_applies_http_too(tmp_path, cle
     supervisor = await engine.open()
     cleanup.push_async_callback(engine.close)
     await supervisor.restore("launch")
-    port = free_port()
+    port = port_for_a_server()
     config.write_text(f'[roon]\nenabled = false\n[http]\nlisten = "127.0.0.1:{port}"\n')
     await supervisor.stop("tracker")
     await supervisor.start("tracker")
@@ -273,7 +268,7 @@ async def test_a_move_on_the_same_port_that_fails_takes_the_old_address_back(tmp
     from aime_tui.config import load_config
     from scripted import scripted_engine
 
-    port = free_port()
+    port = port_for_a_server()
     config = tmp_path / "config.toml"
     config.write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n')
     engine, _ = scripted_engine(load_config(config_path=config, data_dir=tmp_path / "data", env={}), engine={"env": {}})
