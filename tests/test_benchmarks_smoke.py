@@ -16,11 +16,15 @@ BENCHMARKS = ("launch", "restore", "wake", "toggle", "ingest", "backfill_pace", 
 
 @pytest.fixture
 def children():
-    """The benchmark processes; any still running when the test ends (it failed) is killed."""
+    """The benchmark processes. When the test fails on one, the others are left to finish
+    (each stops what it started, such as the memory benchmark's dashboard, which a kill
+    would leave running), and killed only if they do not."""
     started: dict[str, subprocess.Popen] = {}
     yield started
     for child in started.values():
-        if child.poll() is None:
+        try:
+            child.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
             child.kill()
             child.communicate()
 
