@@ -65,7 +65,9 @@ def run_until_killed(data_dir: Path, seed: int, delay: float, pause: float = SOA
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     child.wait(10)
-    reader.join(10)
+    reader.join(30)
+    if reader.is_alive():  # a history read short would pass for a lost change
+        raise AssertionError("the child's output was not read in full within 30 s")
     child.stderr.close()
     opened = float(next(line for line in lines if line.startswith("ready")).split()[1])
     return Life(lines, opened)
@@ -102,6 +104,23 @@ def stored_values(db_path: Path) -> tuple[str, dict[str, object]]:
     return integrity, stored
 
 
+def _evidence(db_path: Path, history: list[str], key: str) -> str:
+    """What a lost change's report needs: the child's last lines about the key, the
+    database's last transitions of the service, and what else is in the directory."""
+    steps = {line.split()[1] for line in history if line.startswith("want") and line.split()[2] == key}
+    lines = [line for line in history if line.split()[1] in steps][-4:]
+    service = key.removesuffix(".mode")
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE service = ?"
+            " AND (to_state IN ('wanted', 'unwanted') OR to_state LIKE 'mode %')"
+            " ORDER BY id DESC LIMIT 4", (service,),
+        ).fetchall()
+    db.close()
+    files = sorted(path.name for path in db_path.parent.iterdir())
+    return f"child said {lines}; last transitions {rows[::-1]}; files {files}"
+
+
 @dataclass
 class Check:
     """One kill, checked: what the database holds and what went wrong."""
@@ -128,7 +147,10 @@ def check_after_kill(db_path: Path, history: list[str], known: dict[str, object]
     for key, values in allowed.items():
         if stored.get(key) not in values:
             lost += 1
-            failures.append(f"kill {kill}: {key} is {stored.get(key)!r}, acknowledged {values}")
+            failures.append(
+                f"kill {kill}: {key} is {stored.get(key)!r}, acknowledged {values}"
+                f" ({_evidence(db_path, history, key)})"
+            )
     return Check(
         stored=stored,
         acknowledged=sum(line.startswith("ack") for line in history),
