@@ -15,6 +15,7 @@ too) kills it at a random moment.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -31,13 +32,15 @@ def services(config, store):
 
 
 async def main(data_dir: Path, seed: int, pause: float) -> None:
+    parent = os.getppid()
     config = load_config(config_path=data_dir / "none.toml", data_dir=data_dir, env={})
     began = time.perf_counter()
-    supervisor = await Engine(config, services=services).open()
+    engine = Engine(config, services=services)
+    supervisor = await engine.open()
     print(f"ready {time.perf_counter() - began:.6f}", flush=True)
     rng = random.Random(seed)
     step = 0
-    while True:
+    while os.getppid() == parent:  # a parent gone (a benchmark run killed) ends the child too
         name = rng.choice(supervisor.names)
         step += 1
         if name == "scheduler" and rng.random() < 0.5:
@@ -50,6 +53,7 @@ async def main(data_dir: Path, seed: int, pause: float) -> None:
             await supervisor.toggle(name)
         print(f"ack {step}", flush=True)
         await asyncio.sleep(rng.uniform(0, pause))
+    await engine.close()
 
 
 if __name__ == "__main__":
