@@ -75,13 +75,17 @@ def run_until_killed(data_dir: Path, seed: int, delay: float, pause: float = SOA
 
 def allowed_values(history: list[str], known: dict[str, object]) -> dict[str, set[object]]:
     """Per key (a service's wanted flag `name`, or `name.mode`), what the database may hold:
-    the last acknowledged value, plus the value of a change asked for but not yet
-    acknowledged (it may have committed)."""
+    the last acknowledged value (or, before any, what the child found at open: on a fresh
+    directory the first-launch defaults), plus the value of a change asked for but not
+    yet acknowledged (it may have committed)."""
     acked = dict(known)
     pending: dict[int, tuple[str, object]] = {}
     for line in history:
         kind, *rest = line.split()
-        if kind == "want":
+        if kind == "had":  # what the database held when the child opened it
+            key, value = rest
+            acked[key] = value if key.endswith(".mode") else int(value)
+        elif kind == "want":
             step, key, value = rest
             pending[int(step)] = (key, value if key.endswith(".mode") else int(value))
         elif kind == "ack":

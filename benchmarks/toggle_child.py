@@ -2,7 +2,8 @@
 
 Opens the real engine (store, defaults, supervisor) with synthetic services named like
 the real three, prints `ready SECONDS` (SECONDS: opening, checking and loading after the
-previous kill), then toggles services and changes the scheduler's mode forever, printing
+previous kill) after `had SERVICE VALUE` / `had SERVICE.mode MODE` lines saying what
+the database held at open, then toggles services and changes the scheduler's mode forever, printing
 `want N SERVICE VALUE` (or `want N SERVICE.mode MODE`) before each change and `ack N`
 once the supervisor has returned, which it does only once the change is committed: the
 moment the UI would show it as done. Between changes it pauses a random 0..PAUSE seconds.
@@ -37,7 +38,14 @@ async def main(data_dir: Path, seed: int, pause: float) -> None:
     began = time.perf_counter()
     engine = Engine(config, services=services)
     supervisor = await engine.open()
-    print(f"ready {time.perf_counter() - began:.6f}", flush=True)
+    opened = time.perf_counter() - began
+    # What the database holds before the first change (first-launch defaults included):
+    # a kill during the first change of a key leaves this, or the change.
+    for name, state in (await engine.store.desired_states()).items():
+        print(f"had {name} {int(state.is_active)}", flush=True)
+        if state.mode:
+            print(f"had {name}.mode {state.mode}", flush=True)
+    print(f"ready {opened:.6f}", flush=True)
     rng = random.Random(seed)
     step = 0
     while os.getppid() == parent:  # a parent gone (a benchmark run killed) ends the child too

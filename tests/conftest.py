@@ -1,7 +1,9 @@
 import contextlib
 import os
+import signal
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import loopback_only
@@ -30,6 +32,41 @@ def loopback_only_datagrams():
     refused = _NET_LOG.read_text(encoding="utf-8") if _NET_LOG.exists() else ""
     _NET_LOG.unlink(missing_ok=True)
     assert not refused, f"datagrams beyond loopback were attempted:\n{refused}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_run(tmp_path_factory):
+    """Processes started in the tests' directories (instances, which outlive their
+    terminal by design, and benchmark children) are ended when the run ends, also after
+    a failure that skipped a test's own stop; each is named in a warning, so a test that
+    leaks one is seen rather than leaving it running on the machine."""
+    root = str(tmp_path_factory.getbasetemp())
+    yield
+    left = _live_processes_mentioning(root)
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        named = "; ".join(f"{pid}: {command[:200]}" for pid, command in left)
+        warnings.warn(f"{len(left)} process(es) a test started were still running at the end, killed: {named}")
+
+
+def _live_processes_mentioning(text: str) -> list[tuple[int, str]]:
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry.name}/stat", "rb") as file:
+                state = file.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone meanwhile
+        if text in command and state != b"Z":
+            found.append((int(entry.name), command))
+    return found
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from benchmarks.kill9 import check_after_kill, run_until_killed
+from benchmarks.kill9 import allowed_values, check_after_kill, run_until_killed
 
 KILLS = 50
 #: The longest pause between two of the child's changes, in seconds.
@@ -32,3 +32,12 @@ def test_no_acknowledged_toggle_is_lost_across_repeated_kill_9(tmp_path):
         known = check.stored
     assert acknowledged > KILLS, "the kills landed while toggles were being acknowledged"
     assert mode_changes > 10, "mode changes were part of the run"
+
+
+def test_a_kill_during_the_first_change_allows_what_the_database_held_at_open():
+    # The first-launch default (wanted) is what a fresh directory holds until the
+    # child's first change commits; a kill before its ack may leave either.
+    history = ["had scheduler 1", "had scheduler.mode MAINTENANCE", "ready 0.2", "want 1 scheduler 0"]
+    assert allowed_values(history, {}) == {"scheduler": {1, 0}, "scheduler.mode": {"MAINTENANCE"}}
+    acknowledged = history + ["ack 1", "want 2 scheduler.mode MASSIVE", "ack 2"]
+    assert allowed_values(acknowledged, {}) == {"scheduler": {0}, "scheduler.mode": {"MASSIVE"}}
