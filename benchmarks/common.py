@@ -10,7 +10,9 @@ import asyncio
 import math
 import os
 import platform
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -251,3 +253,18 @@ def ms(seconds: float) -> float:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def free_port() -> int:
+    """A loopback port free now, below the ephemeral range: one from bind(0) may be taken
+    meanwhile as the source port of another process's connection (a test run beside)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port between 10000 and {low}")

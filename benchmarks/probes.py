@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +29,7 @@ from typing import Callable
 from aime_tui.config import HttpConfig, NotifyConfig, load_config
 from aime_tui.engine import Engine
 
-from .common import REPO, Figure, LagProbe, Stats, ms, scratch_dir, synthetic_like_real
+from .common import REPO, Figure, LagProbe, Stats, free_port, ms, scratch_dir, synthetic_like_real
 from .context import Context
 
 CONNECTIONS = 200
@@ -54,21 +52,6 @@ features = %r
 loaded = sorted(m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in features))
 print(json.dumps({"seconds": elapsed, "loaded": loaded}))
 """ % (FEATURE_MODULES,)
-
-
-def free_port() -> int:
-    """A loopback port free now, below the ephemeral range: one from bind(0) may be taken
-    meanwhile as the source port of another process's connection (a test run beside)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        port = random.randrange(10_000, low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError(f"no free loopback port between 10000 and {low}")
 
 
 def launch(config_path, data_dir) -> dict:

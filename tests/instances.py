@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -278,19 +276,3 @@ def headless_demo(env: dict[str, str], *argv: str) -> Iterator[tuple[subprocess.
         process.send_signal(signal.SIGTERM)
         process.wait(10)
         reader.join(5)
-
-
-def port_for_a_server() -> int:
-    """A loopback TCP port free now, for a server started later on that number. Taken
-    below the system's ephemeral range: a port from bind(("127.0.0.1", 0)) is one that any
-    client connection of a test running beside this one may take as its source meanwhile."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        port = random.randrange(10_000, low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError(f"no free loopback port between 10000 and {low}")

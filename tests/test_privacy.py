@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from instances import port_for_a_server
+from benchmarks.common import free_port
 from waits import wait_until, wait_until_sync
 
 from aime_tui.control.client import Unreachable, request
@@ -528,7 +528,7 @@ def test_health_checks_the_file_on_disk_and_a_data_directory_deleted_whole_is_ma
 
     import httpx
 
-    port = port_for_a_server()
+    port = free_port()
     data = tmp_path / "data"
     instance = Instance(data, env_for(tmp_path, AIME_HTTP_LISTEN=f"127.0.0.1:{port}"))
     instance.wait_for("serving /health")

