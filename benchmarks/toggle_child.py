@@ -48,20 +48,27 @@ async def main(data_dir: Path, seed: int, pause: float) -> None:
     print(f"ready {opened:.6f}", flush=True)
     rng = random.Random(seed)
     step = 0
-    while os.getppid() == parent:  # a parent gone (a benchmark run killed) ends the child too
-        name = rng.choice(supervisor.names)
-        step += 1
-        if name == "scheduler" and rng.random() < 0.5:
-            modes = supervisor.service(name).modes
-            mode = modes[(modes.index(supervisor.view(name).mode) + 1) % len(modes)]
-            print(f"want {step} {name}.mode {mode}", flush=True)
-            await supervisor.set_mode(name, mode)
-        else:
-            print(f"want {step} {name} {int(not supervisor.view(name).wanted)}", flush=True)
-            await supervisor.toggle(name)
-        print(f"ack {step}", flush=True)
-        await asyncio.sleep(rng.uniform(0, pause))
-    await engine.close()
+    try:
+        while os.getppid() == parent:  # a parent gone (a benchmark run killed) ends the child too
+            name = rng.choice(supervisor.names)
+            step += 1
+            if name == "scheduler" and rng.random() < 0.5:
+                modes = supervisor.service(name).modes
+                mode = modes[(modes.index(supervisor.view(name).mode) + 1) % len(modes)]
+                print(f"want {step} {name}.mode {mode}", flush=True)
+                await supervisor.set_mode(name, mode)
+            else:
+                print(f"want {step} {name} {int(not supervisor.view(name).wanted)}", flush=True)
+                await supervisor.toggle(name)
+            print(f"ack {step}", flush=True)
+            await asyncio.sleep(rng.uniform(0, pause))
+    except BrokenPipeError:
+        # Nobody reads our lines any more (the run that started us is gone): end.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        # Closed however the loop ends: the connection's thread would keep the
+        # process alive for ever.
+        await engine.close()
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ fewer times, at a gentler pace, on every test run.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
+from waits import wait_until_sync
 
+from benchmarks.common import REPO
 from benchmarks.kill9 import allowed_values, check_after_kill, run_until_killed
 
 KILLS = 50
@@ -41,3 +45,24 @@ def test_a_kill_during_the_first_change_allows_what_the_database_held_at_open():
     assert allowed_values(history, {}) == {"scheduler": {1, 0}, "scheduler.mode": {"MAINTENANCE"}}
     acknowledged = history + ["ack 1", "want 2 scheduler.mode MASSIVE", "ack 2"]
     assert allowed_values(acknowledged, {}) == {"scheduler": {0}, "scheduler.mode": {"MASSIVE"}}
+
+
+@pytest.fixture
+def child(tmp_path):
+    """A toggle child on a fresh directory, its output piped to the test; killed at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.toggle_child", str(tmp_path / "data"), "1", "0.01"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def test_a_child_nobody_reads_any_more_ends(child):
+    """A benchmark run killed takes the reading end of the child's output along: the
+    child's next line fails, and it ends instead of running on for ever."""
+    assert any(line.startswith("ready") for line in iter(child.stdout.readline, "")), "child started"
+    child.stdout.close()
+    wait_until_sync(lambda: child.poll() is not None, timeout=10, what="the child to end")
