@@ -612,12 +612,14 @@ class Store:
         if copied:
             salvage.rename(self.path)
         try:
+            # Before SQLite opens it: closing a file of ours on the database later would
+            # drop the POSIX locks SQLite holds on it (they are the process's, per file).
+            create_private(self.path)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await _configure(self._db, BUSY_TIMEOUT_MS)
             await self._db.execute("PRAGMA journal_mode = WAL")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot start a fresh database {self.path}: {exc}") from exc
-        create_private(self.path)
         self._identity = None  # not checked while migrating
         await self._migrate(locked=True)
         if rows:
