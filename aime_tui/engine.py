@@ -243,7 +243,11 @@ class Engine(EngineHost):
             await self._apply_http(said)
 
     def _apply_later(self) -> None:
-        task = asyncio.ensure_future(self._apply_telling())
+        self._in_background(self._apply_telling())
+
+    def _in_background(self, work) -> None:
+        """Run `work` beside the caller; close() gives what is still running a second."""
+        task = asyncio.ensure_future(work)
         self._applying.add(task)
         task.add_done_callback(self._applying.discard)
 
@@ -327,9 +331,7 @@ class Engine(EngineHost):
                 remade.append(lock_path.name)
         control = self.control
         if control is not None and not os.path.lexists(control.path):
-            task = asyncio.ensure_future(self._listen_again(control))
-            self._applying.add(task)
-            task.add_done_callback(self._applying.discard)
+            self._in_background(self._listen_again(control))
             remade.append(control.path.name)
         words = [f"made {', '.join(remade)} again"] if remade else []
         return "; ".join(words + missing)
